@@ -1,0 +1,141 @@
+"""One typed settings model for everything streamrec does.
+
+Read from `STREAMREC_*` environment variables (nested with `__`, e.g. `STREAMREC_MODEL__K=20`),
+from an optional JSON/TOML/YAML-free config file (`--config FILE`, JSON or TOML), and from CLI flags,
+in that order of increasing priority. Kafka client options are passed to librdkafka untouched
+(`kafka.consumer` / `kafka.producer` dicts, or `STREAMREC_KAFKA__CONSUMER='{"security.protocol":
+"SASL_SSL", ...}'`), so SASL/SSL and every librdkafka option work without streamrec knowing them.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streamrec.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelSettings(_Section):
+    """What is learned and how it is recommended."""
+
+    rating_model: str = Field(
+        "ensemble", description="Rating model: 'ensemble' (quality) or 'biased_mf' (speed)."
+    )
+    rating_params: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments for the rating model."
+    )
+    ranker: str = Field("knn", description="Top-N ranking model learned from positive events.")
+    ranker_params: dict[str, Any] = Field(default_factory=dict)
+    rating_min: float = Field(1.0, description="Lowest valid rating.")
+    rating_max: float = Field(5.0, description="Highest valid rating.")
+    positive_threshold: float = Field(
+        4.0, description="Ratings at or above this also count as positive feedback for top-N."
+    )
+    click_weight: float = Field(1.0, ge=0)
+    purchase_weight: float = Field(3.0, ge=0)
+    rating_weight: float = Field(1.0, ge=0, description="Weight of a positive rating for top-N.")
+    k: int = Field(10, ge=1, le=1000, description="Items per recommendation list.")
+    history_length: int = Field(
+        200, ge=1, description="Items remembered per user (for exclusion and ranking)."
+    )
+    popularity_half_life_s: float = Field(
+        7 * 24 * 3600.0, gt=0, description="Half-life of the 'recently popular' counts (seconds)."
+    )
+    dedup_window: int = Field(
+        200_000, ge=0, description="How many recent event_ids are remembered to drop duplicates."
+    )
+    max_future_skew_s: float = Field(
+        300.0, ge=0, description="Reject events timestamped further than this in the future."
+    )
+    min_timestamp_s: float = Field(
+        631_152_000.0, description="Reject events timestamped before this (default 1990-01-01)."
+    )
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _check_scale(self) -> ModelSettings:
+        if not self.rating_min < self.rating_max:
+            raise ValueError("rating_min must be below rating_max")
+        return self
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topics: list[str] = Field(default_factory=lambda: ["streamrec.events"])
+    group_id: str = "streamrec"
+    recommendations_topic: str = "streamrec.recommendations"
+    dlq_topic: str = "streamrec.events.dlq"
+    consumer: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="Extra librdkafka consumer options, passed through."
+    )
+    producer: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="Extra librdkafka producer options, passed through."
+    )
+
+
+class ServiceSettings(_Section):
+    state_dir: Path = Path("./streamrec-state")
+    checkpoint_every_events: int = Field(50_000, ge=1)
+    checkpoint_every_seconds: float = Field(30.0, gt=0)
+    checkpoints_kept: int = Field(3, ge=1)
+    checkpoint_key: SecretStr = Field(
+        SecretStr("streamrec-development-key"),
+        description="HMAC key that signs checkpoints. Set your own in production.",
+    )
+    batch_size: int = Field(2000, ge=1, description="Max records per poll.")
+    poll_timeout_s: float = Field(0.05, gt=0)
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = Field(9108, ge=0, le=65535, description="0 disables the HTTP server.")
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMREC_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    model: ModelSettings = Field(default_factory=ModelSettings)  # type: ignore[arg-type]
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    service: ServiceSettings = Field(default_factory=ServiceSettings)  # type: ignore[arg-type]
+
+
+def load_settings(config_file: Path | None = None, **overrides: dict[str, Any]) -> Settings:
+    """Settings from environment, then `config_file` (JSON or TOML), then `overrides` by section.
+
+    Raises ConfigError with the offending field named, instead of a traceback.
+    """
+    from pydantic import ValidationError
+
+    data: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            raw = config_file.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc}") from exc
+        try:
+            data = tomllib.loads(raw.decode()) if config_file.suffix == ".toml" else orjson.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {config_file} is not valid JSON/TOML: {exc}") from exc
+    try:
+        env_defaults = Settings()
+        merged = env_defaults.model_dump()
+        for section, values in data.items():
+            if isinstance(values, dict) and section in merged:
+                merged[section].update(values)
+            else:
+                merged[section] = values
+        for section, values in overrides.items():
+            merged.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid settings:\n{exc}") from exc

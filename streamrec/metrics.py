@@ -1,0 +1,632 @@
+"""Every Prometheus metric streamrec exports, its HTTP endpoint, and structured logging.
+
+All metrics are created against one injectable `CollectorRegistry`, so a test builds a fresh
+registry, drives the code, and reads values back with `registry.get_sample_value(...)`; the service
+builds one registry, hands it to the pipeline and serves it with `serve()`.
+
+Naming rule: attribute `x` is exported as `streamrec_x` (counters are declared without `_total` in
+prometheus-client and exported with it), so a name seen in Grafana greps straight to this file.
+Labels are bounded sets only (event type, reason, stage, source, partition); never user or item
+ids, whose cardinality is unbounded.
+
+Hot-path cost matters (the whole per-event budget outside River is ~2-3 µs), so:
+- per-event counters are pre-bound children (`labels()` costs ~1 µs per call, `inc()` ~0.2 µs);
+- the prequential quality gauges are computed at scrape time from running sums
+  (`Gauge.set_function`), not set once per event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import platform
+import socket
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from importlib import metadata
+from typing import Any, Literal
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import orjson
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+    make_wsgi_app,
+)
+from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.process_collector import ProcessCollector
+
+EVENT_TYPES = ("click", "purchase", "rating", "unknown")
+"""Values of the `type` label; `unknown` is a record whose type could not be read."""
+
+DEAD_LETTER_REASONS = (
+    "invalid_json",
+    "invalid_event",
+    "rating_out_of_range",
+    "timestamp_in_future",
+    "timestamp_too_old",
+    "empty_value",
+    "missing_key",
+    "oversize",
+)
+"""Known dead-letter reasons, pre-created at zero so `rate()` works before the first bad record.
+
+The label is not restricted to these (the preprocessor may add reasons), but every value must come
+from a fixed set in code, never from the input.
+"""
+
+STAGES = ("decode", "learn", "refresh", "publish", "checkpoint", "total")
+"""Values of the `stage` label of `batch_duration_seconds`."""
+
+REBALANCE_KINDS = ("assign", "revoke", "lost")
+RECOMMENDATION_SOURCES = ("model", "popular", "explore", "new")
+
+# 0.1 ms .. 10 s: a batch stage ranges from a cheap decode of a few records to a checkpoint of a
+# large model; roughly 2.5x steps keep histogram_quantile's interpolation error modest.
+DURATION_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+# Freshness target is p99 <= 50 ms, so resolution is finest there; the tail reaches minutes because
+# a consumer catching up on a backlog publishes for events that are minutes old.
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+)
+CHECKPOINT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+BATCH_SIZE_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000, 50000)
+
+QUALITY_WINDOW = 10_000
+"""Evaluations the online RMSE/MAE/hit-rate gauges average over: recent enough to show drift,
+large enough that one odd user does not move the line."""
+
+
+class RecentWindow:
+    """Mean of the last `size` values with O(1) updates.
+
+    Running sums drift by float rounding when values leave the window; they are recomputed from
+    the window each time it turns over once, which bounds the drift at no per-event cost.
+    """
+
+    def __init__(self, size: int = QUALITY_WINDOW) -> None:
+        if size < 1:
+            raise ValueError("window size must be at least 1")
+        self.size = size
+        self._values: deque[float] = deque(maxlen=size)
+        self._sum = 0.0
+        self._since_resum = 0
+
+    def add(self, value: float) -> None:
+        if len(self._values) == self.size:
+            self._sum -= self._values[0]
+        self._values.append(value)
+        self._sum += value
+        self._since_resum += 1
+        if self._since_resum >= self.size:
+            self._sum = math.fsum(self._values)
+            self._since_resum = 0
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def mean(self) -> float:
+        """NaN when empty: Prometheus shows a gap instead of a misleading zero."""
+        n = len(self._values)
+        return self._sum / n if n else math.nan
+
+
+class Metrics:
+    """The metrics of one streamrec process, created against `registry`.
+
+    Attributes are the prometheus-client metric objects; call them directly
+    (`m.events_consumed_total.labels(type="click").inc()`), or use the few helpers below that
+    exist because they keep state (quality windows) or parse something (librdkafka statistics).
+
+    >>> from prometheus_client import CollectorRegistry
+    >>> registry = CollectorRegistry()
+    >>> m = Metrics(registry)
+    >>> m.events_consumed_total.labels(type="click").inc(3)
+    >>> registry.get_sample_value("streamrec_events_consumed_total", {"type": "click"})
+    3.0
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        quality_window: int = QUALITY_WINDOW,
+        process_metrics: bool = True,
+    ) -> None:
+        # A fresh registry by default, not the global one: two Metrics in one process (tests, or
+        # replay beside run) must not collide on names.
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        if process_metrics:
+            # process_resident_memory_bytes, CPU seconds, open fds: the memory target is judged
+            # on resident size. Yields nothing on platforms without /proc.
+            ProcessCollector(registry=r)
+
+        # -- consumption and validation --
+        self.events_consumed_total = Counter(
+            "streamrec_events_consumed",
+            "Records consumed from the source, by event type (unknown when undecodable).",
+            ["type"],
+            registry=r,
+        )
+        self.events_learned_total = Counter(
+            "streamrec_events_learned", "Valid events the model learned from.", registry=r
+        )
+        self.dead_letters_total = Counter(
+            "streamrec_dead_letters",
+            "Records sent to the dead-letter sink, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.duplicates_total = Counter(
+            "streamrec_duplicates",
+            "Events dropped because their event_id was seen recently.",
+            registry=r,
+        )
+
+        # -- batch processing --
+        self.batch_duration_seconds = Histogram(
+            "streamrec_batch_duration_seconds",
+            "Wall time of each stage of a batch (total = the whole batch).",
+            ["stage"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.batch_size_events = Histogram(
+            "streamrec_batch_size_events",
+            "Records per consumed batch.",
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.event_to_publish_latency_seconds = Histogram(
+            "streamrec_event_to_publish_latency_seconds",
+            "From an event's message timestamp to the publish of the refreshed recommendation.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
+        # -- Kafka consumer --
+        self.consumer_lag = Gauge(
+            "streamrec_consumer_lag",
+            "Messages between the consumer's stored (else committed) offset and the high "
+            "watermark, from librdkafka statistics.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.rebalances_total = Counter(
+            "streamrec_rebalances",
+            "Consumer group rebalance callbacks, by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.assigned_partitions = Gauge(
+            "streamrec_assigned_partitions",
+            "Partitions currently assigned to this consumer.",
+            registry=r,
+        )
+
+        # -- checkpoints --
+        self.checkpoint_duration_seconds = Histogram(
+            "streamrec_checkpoint_duration_seconds",
+            "Time to write one checkpoint durably (serialize, fsync, rename).",
+            buckets=CHECKPOINT_BUCKETS,
+            registry=r,
+        )
+        self.checkpoint_size_bytes = Gauge(
+            "streamrec_checkpoint_size_bytes", "Size of the last checkpoint written.", registry=r
+        )
+        self.checkpoint_last_success_timestamp_seconds = Gauge(
+            "streamrec_checkpoint_last_success_timestamp_seconds",
+            "Unix time of the last durable checkpoint (or of the one restored at start).",
+            registry=r,
+        )
+        self.checkpoints_total = Counter(
+            "streamrec_checkpoints", "Checkpoint attempts, by result.", ["result"], registry=r
+        )
+
+        # -- model --
+        self.model_users = Gauge("streamrec_model_users", "Users the model knows.", registry=r)
+        self.model_items = Gauge("streamrec_model_items", "Items the model knows.", registry=r)
+        self.model_events_learned = Gauge(
+            "streamrec_model_events_learned",
+            "Events learned by the model since it was created (survives restarts, unlike the "
+            "counter).",
+            registry=r,
+        )
+
+        # -- recommendations and bandit --
+        self.recommendations_published_total = Counter(
+            "streamrec_recommendations_published",
+            "Recommendation lists delivered to the sink.",
+            registry=r,
+        )
+        self.recommendation_publish_errors_total = Counter(
+            "streamrec_recommendation_publish_errors",
+            "Recommendation lists the sink failed to deliver.",
+            registry=r,
+        )
+        self.bandit_decisions_total = Counter(
+            "streamrec_bandit_decisions",
+            "Items shown in published recommendations, by how they got there.",
+            ["source"],
+            registry=r,
+        )
+        self.bandit_rewards_total = Counter(
+            "streamrec_bandit_rewards",
+            "Feedback events that answer a shown item (rewards joined to their decision).",
+            ["source"],
+            registry=r,
+        )
+        self.bandit_reward_value_total = Counter(
+            "streamrec_bandit_reward_value",
+            "Sum of reward values joined to decisions (a purchase can be worth more than a click).",
+            ["source"],
+            registry=r,
+        )
+        self.bandit_pending_decisions = Gauge(
+            "streamrec_bandit_pending_decisions",
+            "Shown items still waiting for feedback inside the reward window.",
+            registry=r,
+        )
+        self.bandit_expired_decisions_total = Counter(
+            "streamrec_bandit_expired_decisions",
+            "Shown items whose reward window closed without feedback (reward 0).",
+            registry=r,
+        )
+        self.exploration_ratio = Gauge(
+            "streamrec_exploration_ratio",
+            "Share of recommended slots currently given to exploration.",
+            registry=r,
+        )
+
+        # -- online quality (prequential: predict, score, then learn) --
+        self._rating_abs_errors = RecentWindow(quality_window)
+        self._rating_sq_errors = RecentWindow(quality_window)
+        self._hits = RecentWindow(quality_window)
+        self.online_rmse = Gauge(
+            "streamrec_online_rmse",
+            f"Prequential RMSE over the last {quality_window} rating predictions.",
+            registry=r,
+        )
+        self.online_rmse.set_function(lambda: math.sqrt(self._rating_sq_errors.mean()))
+        self.online_mae = Gauge(
+            "streamrec_online_mae",
+            f"Prequential MAE over the last {quality_window} rating predictions.",
+            registry=r,
+        )
+        self.online_mae.set_function(self._rating_abs_errors.mean)
+        self.online_hit_rate_at_k = Gauge(
+            "streamrec_online_hit_rate_at_k",
+            f"Share of the last {quality_window} positive events whose item was in the user's "
+            "top-K just before.",
+            registry=r,
+        )
+        self.online_hit_rate_at_k.set_function(self._hits.mean)
+        self.online_evaluated_total = Counter(
+            "streamrec_online_evaluated",
+            "Prequential evaluations, by kind (rating prediction or positive top-K hit).",
+            ["kind"],
+            registry=r,
+        )
+
+        # -- lifecycle --
+        self.ready = Gauge(
+            "streamrec_ready",
+            "1 when the model is restored and partitions are assigned (what /readyz reports).",
+            registry=r,
+        )
+        self.build_info = Info("streamrec_build", "Versions this process runs.", registry=r)
+        self.build_info.info(_build_labels())
+
+        self._precreate_children()
+        self._evaluated_rating = self.online_evaluated_total.labels(kind="rating")
+        self._evaluated_positive = self.online_evaluated_total.labels(kind="positive")
+
+    def _precreate_children(self) -> None:
+        """Export known label values at 0 from the start.
+
+        A counter that appears only at its first increment makes `rate()` miss that increment
+        and makes "no dead letters" look like "no data" in Grafana.
+        """
+        for event_type in EVENT_TYPES:
+            self.events_consumed_total.labels(type=event_type)
+        for reason in DEAD_LETTER_REASONS:
+            self.dead_letters_total.labels(reason=reason)
+        for stage in STAGES:
+            self.batch_duration_seconds.labels(stage=stage)
+        for kind in REBALANCE_KINDS:
+            self.rebalances_total.labels(kind=kind)
+        for result in ("ok", "error"):
+            self.checkpoints_total.labels(result=result)
+        for source in RECOMMENDATION_SOURCES:
+            self.bandit_decisions_total.labels(source=source)
+            self.bandit_rewards_total.labels(source=source)
+            self.bandit_reward_value_total.labels(source=source)
+        for kind in ("rating", "positive"):
+            self.online_evaluated_total.labels(kind=kind)
+
+    # -- helpers that keep state -------------------------------------------------------------
+
+    def record_rating_prediction(self, predicted: float, actual: float) -> None:
+        """Score one rating prediction made before learning the event (prequential)."""
+        error = predicted - actual
+        self._rating_abs_errors.add(abs(error))
+        self._rating_sq_errors.add(error * error)
+        self._evaluated_rating.inc()
+
+    def record_top_k_hit(self, hit: bool) -> None:
+        """Score one positive event: was its item in the user's top-K before learning it?"""
+        self._hits.add(1.0 if hit else 0.0)
+        self._evaluated_positive.inc()
+
+    def set_ready(self, ready: bool) -> None:
+        self.ready.set(1.0 if ready else 0.0)
+
+    def is_ready(self) -> bool:
+        """What the `ready` gauge says; the default readiness check of `serve()`."""
+        return any(
+            sample.value == 1.0 for family in self.ready.collect() for sample in family.samples
+        )
+
+    # -- consumer lag ------------------------------------------------------------------------
+
+    def set_lag_from_statistics(self, stats: bytes | str | Mapping[str, Any]) -> None:
+        """Update `consumer_lag` from a librdkafka statistics document.
+
+        Pass it as the consumer's `stats_cb` (with `statistics.interval.ms` set): librdkafka
+        already tracks each assigned partition's lag, so no extra watermark requests are made.
+        Partition -1 is librdkafka's internal "unassigned" bucket and lag -1 means "not known
+        yet"; both are skipped rather than exported as a bogus value.
+        """
+        doc = orjson.loads(stats) if isinstance(stats, bytes | str) else stats
+        for topic, topic_stats in (doc.get("topics") or {}).items():
+            for partition, p in (topic_stats.get("partitions") or {}).items():
+                if partition == "-1" or not isinstance(p, Mapping):
+                    continue
+                lag = p.get("consumer_lag_stored", -1)
+                if lag is None or lag < 0:
+                    lag = p.get("consumer_lag", -1)
+                if lag is not None and lag >= 0:
+                    self.consumer_lag.labels(topic=topic, partition=str(partition)).set(lag)
+
+    def forget_partitions(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Drop lag series of revoked partitions, so a stale lag does not page anyone."""
+        for topic, partition in partitions:
+            with contextlib.suppress(KeyError):
+                self.consumer_lag.remove(topic, str(partition))
+
+
+def _build_labels() -> dict[str, str]:
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "unknown"
+
+    return {
+        "version": version("streamrec"),
+        "python": platform.python_version(),
+        "river": version("river"),
+    }
+
+
+# -- HTTP endpoint -----------------------------------------------------------------------------
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """Scrapes every few seconds would flood stderr with access log lines."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class MetricsServer:
+    """A running metrics/health HTTP server; `port` is the bound port (useful with port 0)."""
+
+    def __init__(self, server: WSGIServer, thread: threading.Thread) -> None:
+        self._server = server
+        self._thread = thread
+        address = server.server_address
+        self.host: str = str(address[0])
+        self.port: int = int(address[1])
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> MetricsServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+WSGIEnviron = dict[str, Any]
+StartResponse = Callable[..., Any]
+
+
+def _health_app(
+    metrics_app: Callable[[WSGIEnviron, StartResponse], Iterable[bytes]],
+    ready: Callable[[], bool],
+) -> Callable[[WSGIEnviron, StartResponse], Iterable[bytes]]:
+    """Route /healthz and /readyz ourselves; everything else is prometheus-client's app."""
+
+    def app(environ: WSGIEnviron, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "/")
+        if path == "/healthz":
+            # Alive means "this thread can answer": a wedged process fails the probe by timeout.
+            start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"ok\n"]
+        if path == "/readyz":
+            try:
+                is_ready = bool(ready())
+            except Exception:
+                logging.getLogger(__name__).exception("readiness check failed")
+                is_ready = False
+            status = "200 OK" if is_ready else "503 Service Unavailable"
+            start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"ready\n" if is_ready else b"not ready\n"]
+        if path in ("/", "/metrics"):
+            return metrics_app(environ, start_response)
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+        return [b"not found: try /metrics, /healthz or /readyz\n"]
+
+    return app
+
+
+def serve(
+    metrics: Metrics,
+    host: str = "0.0.0.0",
+    port: int = 9108,
+    ready: Callable[[], bool] | None = None,
+) -> MetricsServer:
+    """Serve `/metrics`, `/healthz` and `/readyz` from a daemon thread; returns at once.
+
+    `port=0` binds a free port, reported as `server.port`. `ready` defaults to the `ready` gauge.
+    A daemon thread, so a crashing consumer is never kept alive by its metrics server. Requests
+    are handled on their own threads: a slow scraper cannot block a liveness probe.
+    """
+    # Text exposition turns each counter's `_created` timestamp into an extra gauge series per
+    # label set: double the scrape for a value no dashboard uses. This is process-global, which
+    # is fine for the process that serves metrics.
+    disable_created_metrics()
+    check = ready if ready is not None else metrics.is_ready
+    app = _health_app(make_wsgi_app(metrics.registry), check)
+
+    family, _, _, _, _ = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+
+    class _Server(ThreadingWSGIServer):
+        address_family = family
+
+    server = make_server(host, port, app, server_class=_Server, handler_class=_QuietHandler)
+    thread = threading.Thread(
+        target=server.serve_forever, name="streamrec-metrics", kwargs={"poll_interval": 0.1}
+    )
+    thread.daemon = True
+    thread.start()
+    return MetricsServer(server, thread)
+
+
+# -- logging -----------------------------------------------------------------------------------
+
+_STANDARD_RECORD_FIELDS = frozenset(
+    logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime"}
+)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers (Loki, Elasticsearch, CloudWatch).
+
+    Fields passed with `extra={...}` become top-level keys, so
+    `log.info("checkpoint written", extra={"bytes": n})` is searchable by `bytes`.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": self.formatTime(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD_RECORD_FIELDS and not key.startswith("_"):
+                doc[key] = value
+        if record.exc_info:
+            doc["exc_info"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            doc["stack_info"] = self.formatStack(record.stack_info)
+        return orjson.dumps(doc, default=str).decode()
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        # RFC 3339 UTC with milliseconds: sortable and unambiguous across hosts.
+        return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+
+
+_HANDLER_MARK = "_streamrec_handler"
+
+
+def configure_logging(
+    fmt: Literal["text", "json"] = "text", level: str | int = "INFO", stream: Any = None
+) -> logging.Handler:
+    """Send root logging to `stream` (stderr) as text or JSON lines; safe to call twice.
+
+    Only the handler installed by a previous call is replaced, so handlers that tests (pytest's
+    caplog) or embedding applications attached stay in place.
+    """
+    if fmt not in ("text", "json"):
+        raise ValueError(f"log format must be 'text' or 'json', not {fmt!r}")
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
+        root.removeHandler(old)
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    setattr(handler, _HANDLER_MARK, True)
+    root.addHandler(handler)
+    root.setLevel(level.upper() if isinstance(level, str) else level)
+    return handler
+
+
+__all__ = [
+    "DEAD_LETTER_REASONS",
+    "EVENT_TYPES",
+    "STAGES",
+    "JsonFormatter",
+    "Metrics",
+    "MetricsServer",
+    "RecentWindow",
+    "configure_logging",
+    "serve",
+]

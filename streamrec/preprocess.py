@@ -1,4 +1,4 @@
-"""Decode, validate and guard raw records: each becomes a valid event, a duplicate, or a dead letter.
+"""Decode, validate and guard raw records: each becomes a valid event, a duplicate or a dead letter.
 
 Errors are data here (STYLE.md #4): a bad record becomes a `DeadLetter` with a bounded `reason`
 label (safe as a metric label) and a readable `error`, and the loop goes on.
@@ -53,7 +53,7 @@ def _describe(exc: ValidationError) -> tuple[str, str]:
     loc0 = first["loc"]
     if first["type"] == "union_tag_invalid" or (loc0 and loc0[0] == "type"):
         return "unknown_type", "; ".join(parts) + more
-    if first["type"] == "union_tag_not_found":
+    if first["type"] in ("union_tag_not_found", "missing"):
         return "missing_field", "; ".join(parts) + more
     return "invalid_event", "; ".join(parts) + more
 

@@ -80,6 +80,11 @@ class KafkaSettings(_Section):
     producer: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="Extra librdkafka producer options, passed through."
     )
+    require_key: bool = Field(
+        True,
+        description="Send records without a key to the dead-letter topic (reason missing_key): "
+        "events must be keyed by user_id so one user's events stay in order.",
+    )
 
 
 class ServiceSettings(_Section):
@@ -93,6 +98,20 @@ class ServiceSettings(_Section):
     )
     batch_size: int = Field(2000, ge=1, description="Max records per poll.")
     poll_timeout_s: float = Field(0.05, gt=0)
+    shutdown_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="After SIGTERM/SIGINT, finish batch + checkpoint + commit within this, or exit "
+        "non-zero (the next start replays from the last checkpoint).",
+    )
+    flush_timeout_s: float = Field(
+        30.0, gt=0, description="How long a checkpoint waits for the producer to deliver."
+    )
+    offset_ledger: bool = Field(
+        False,
+        description="Keep every consumed (partition, offset) range in the checkpoint header, to "
+        "audit exactly-once learning (tests, investigations).",
+    )
     metrics_host: str = "0.0.0.0"
     metrics_port: int = Field(9108, ge=0, le=65535, description="0 disables the HTTP server.")
     log_format: Literal["text", "json"] = "text"
@@ -123,7 +142,9 @@ def load_settings(config_file: Path | None = None, **overrides: dict[str, Any]) 
         except OSError as exc:
             raise ConfigError(f"cannot read config file {config_file}: {exc}") from exc
         try:
-            data = tomllib.loads(raw.decode()) if config_file.suffix == ".toml" else orjson.loads(raw)
+            data = (
+                tomllib.loads(raw.decode()) if config_file.suffix == ".toml" else orjson.loads(raw)
+            )
         except (ValueError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {config_file} is not valid JSON/TOML: {exc}") from exc
     try:
@@ -135,7 +156,9 @@ def load_settings(config_file: Path | None = None, **overrides: dict[str, Any]) 
             else:
                 merged[section] = values
         for section, values in overrides.items():
-            merged.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
+            merged.setdefault(section, {}).update(
+                {k: v for k, v in values.items() if v is not None}
+            )
         return Settings.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(f"invalid settings:\n{exc}") from exc

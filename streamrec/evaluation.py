@@ -1,0 +1,111 @@
+"""Prequential (test-then-learn) evaluation of the live model, event by event.
+
+`PrequentialEvaluator` is a pipeline observer: it sees every valid event just *before* the model
+learns it, so each prediction is honest (the model has never seen that event).
+
+- rating events: the predicted rating (clipped to the scale) → RMSE, MAE;
+- positive events (click, purchase, rating ≥ threshold) whose user is known and whose item is new
+  to that user: the user's top-K among items seen so far, history excluded → hit rate
+  (= Recall@K with one held-out item), NDCG@K.
+
+Totals cover the whole stream; `series` holds the same metrics per window of `window` events.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from streamrec.events import AnyEvent, RatingEvent
+from streamrec.learners.base import IntArray
+from streamrec.model import RecommenderModel
+from streamrec.recommend import popular_order, top_items
+
+
+@dataclass
+class _Totals:
+    events: int = 0
+    ratings: int = 0
+    squared_error: float = 0.0
+    absolute_error: float = 0.0
+    positives: int = 0
+    hits: int = 0
+    dcg: float = 0.0
+
+    def summary(self, k: int) -> dict[str, Any]:
+        return {
+            "rmse": math.sqrt(self.squared_error / self.ratings) if self.ratings else None,
+            "mae": self.absolute_error / self.ratings if self.ratings else None,
+            "recall_at_k": self.hits / self.positives if self.positives else None,
+            "ndcg_at_k": self.dcg / self.positives if self.positives else None,
+            "evaluated_ratings": self.ratings,
+            "evaluated_positive": self.positives,
+            "k": k,
+        }
+
+
+@dataclass
+class PrequentialEvaluator:
+    k: int = 10
+    window: int = 5_000
+    total: _Totals = field(default_factory=_Totals)
+    current: _Totals = field(default_factory=_Totals)
+    series: list[dict[str, Any]] = field(default_factory=list)
+    recommended_items: set[int] = field(default_factory=set)
+    _window_started: float = field(default_factory=time.perf_counter)
+    _popular: IntArray | None = None
+    _popular_version: int = -1
+
+    def __call__(self, model: RecommenderModel, event: AnyEvent) -> None:
+        for totals in (self.total, self.current):
+            totals.events += 1
+        if isinstance(event, RatingEvent):
+            error = model.predict_rating(event.user_id, event.item_id) - event.rating
+            for totals in (self.total, self.current):
+                totals.ratings += 1
+                totals.squared_error += error * error
+                totals.absolute_error += abs(error)
+        if model.positive_weight(event) > 0.0:
+            self._rank(model, event)
+        if self.current.events >= self.window:
+            self.close_window()
+
+    def _rank(self, model: RecommenderModel, event: AnyEvent) -> None:
+        user = model.user_index.get(event.user_id)
+        if user is None or model.has_seen(event.user_id, event.item_id):
+            return
+        if self._popular_version != model.events_learned or self._popular is None:
+            self._popular = popular_order(model, self.k + model.settings.history_length)
+            self._popular_version = model.events_learned
+        shown = top_items(model, user, self.k, self._popular)
+        self.recommended_items.update(shown.tolist())
+        target = model.item_index.get(event.item_id)
+        hit_at = np.flatnonzero(shown == target) if target is not None else ()
+        for totals in (self.total, self.current):
+            totals.positives += 1
+            if len(hit_at):
+                totals.hits += 1
+                totals.dcg += 1.0 / math.log2(int(hit_at[0]) + 2)
+
+    def close_window(self) -> None:
+        """End the current window (also call once at the end of a stream)."""
+        if self.current.events == 0:
+            return
+        now = time.perf_counter()
+        elapsed = now - self._window_started
+        row = self.current.summary(self.k)
+        row["events"] = self.total.events
+        row["events_per_second"] = self.current.events / elapsed if elapsed > 0 else None
+        self.series.append(row)
+        self.current = _Totals()
+        self._window_started = now
+
+    def report(self, n_items: int) -> dict[str, Any]:
+        out = self.total.summary(self.k)
+        out["coverage"] = len(self.recommended_items) / n_items if n_items else 0.0
+        out["series"] = self.series
+        return out

@@ -1,0 +1,244 @@
+"""Everything the recommender has learned, in one picklable object.
+
+`RecommenderModel` numbers users and items densely (0, 1, 2, ... in order of first appearance),
+keeps a bounded history per user (to exclude seen items and to feed the ranker), time-decayed
+item popularity (cold start), and the two learners: a rating model for explicit ratings and an
+item ranker for top-N. Learners only ever see integer ids.
+
+Reading never creates state: lookups of unknown ids use `.get`, and learners are only asked to
+predict for ids they have learned (or guard themselves).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import random
+import struct
+import types
+from array import array
+from typing import Any
+
+import numpy as np
+
+from streamrec.events import AnyEvent, RatingEvent
+from streamrec.learners import make_ranker, make_rating_model
+from streamrec.learners.base import IntArray, ItemRanker, RatingModel
+from streamrec.settings import ModelSettings
+
+_LN2 = math.log(2.0)
+_NOT_STATE = (
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.MethodType,
+    type,
+    functools.partial,
+)
+_EMPTY = np.zeros(0, dtype=np.int64)
+
+
+class DecayedCounts:
+    """Per-item counts that halve every `half_life` seconds of event time.
+
+    Stored scaled by exp(rate * (t - t_ref)) so an update touches one slot; rebased before the
+    scale factor could overflow.
+    """
+
+    def __init__(self, half_life_s: float) -> None:
+        self.rate = _LN2 / half_life_s
+        self.t_ref: float | None = None
+        self.values = np.zeros(64, dtype=np.float64)
+
+    def grow(self, n: int) -> None:
+        if n > len(self.values):
+            bigger = np.zeros(max(n, 2 * len(self.values)), dtype=np.float64)
+            bigger[: len(self.values)] = self.values
+            self.values = bigger
+
+    def add(self, index: int, t: float, weight: float) -> None:
+        if self.t_ref is None:
+            self.t_ref = t
+        exponent = (t - self.t_ref) * self.rate
+        if exponent > 200.0:
+            self.values *= math.exp(-exponent)
+            self.t_ref, exponent = t, 0.0
+        self.values[index] += weight * math.exp(exponent)
+
+
+class RecommenderModel:
+    """Id maps, user histories, popularity and the learners, updated one event at a time."""
+
+    def __init__(self, settings: ModelSettings) -> None:
+        self.settings = settings
+        self.rng = random.Random(settings.seed)
+        self.user_index: dict[str, int] = {}
+        self.user_ids: list[str] = []
+        self.item_index: dict[str, int] = {}
+        self.item_ids: list[str] = []
+        self.seen: list[array[int]] = []  # every item the user interacted with, oldest first
+        self.positives: list[array[int]] = []  # positively-rated/clicked/bought items, in order
+        self.popularity = DecayedCounts(settings.popularity_half_life_s)
+        self.item_first_seen: list[float] = []
+        self.rating_model: RatingModel = make_rating_model(
+            settings.rating_model,
+            rating_min=settings.rating_min,
+            rating_max=settings.rating_max,
+            seed=settings.seed,
+            **settings.rating_params,
+        )
+        self.ranker: ItemRanker = make_ranker(
+            settings.ranker, seed=settings.seed, **settings.ranker_params
+        )
+        self.events_learned = 0
+        self.ratings_learned = 0
+        self.last_event_time = 0.0
+
+    # ---- ids -------------------------------------------------------------------------------
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def _user(self, user_id: str) -> int:
+        index = self.user_index.get(user_id)
+        if index is None:
+            index = self.user_index[user_id] = len(self.user_ids)
+            self.user_ids.append(user_id)
+            self.seen.append(array("l"))
+            self.positives.append(array("l"))
+        return index
+
+    def _item(self, item_id: str, t: float) -> int:
+        index = self.item_index.get(item_id)
+        if index is None:
+            index = self.item_index[item_id] = len(self.item_ids)
+            self.item_ids.append(item_id)
+            self.item_first_seen.append(t)
+            self.popularity.grow(index + 1)
+        return index
+
+    # ---- learning --------------------------------------------------------------------------
+
+    def positive_weight(self, event: AnyEvent) -> float:
+        """How much this event says 'the user likes the item' (0 if it says nothing)."""
+        s = self.settings
+        if event.type == "click":
+            return s.click_weight
+        if event.type == "purchase":
+            return s.purchase_weight
+        return s.rating_weight if event.rating >= s.positive_threshold else 0.0
+
+    def learn(self, event: AnyEvent) -> int:
+        """Learn one event; returns the user's index (the pipeline marks that user dirty)."""
+        u = self._user(event.user_id)
+        i = self._item(event.item_id, event.timestamp)
+        if isinstance(event, RatingEvent):
+            self.rating_model.learn_one(u, i, event.rating)
+            self.ratings_learned += 1
+        weight = self.positive_weight(event)
+        if weight > 0.0:
+            positives = self.positives[u]
+            self.ranker.learn_one(u, i, weight, np.array(positives, dtype=np.int64))
+            _append_bounded(positives, i, self.settings.history_length)
+            self.popularity.add(i, event.timestamp, weight)
+        _append_bounded(self.seen[u], i, self.settings.history_length)
+        self.events_learned += 1
+        self.last_event_time = max(self.last_event_time, event.timestamp)
+        return u
+
+    # ---- reading (never creates state) -----------------------------------------------------
+
+    # Copies, not np.frombuffer views: a live view would forbid the array from growing.
+    def seen_items(self, user: int) -> IntArray:
+        return np.array(self.seen[user], dtype=np.int64)
+
+    def positive_items(self, user: int) -> IntArray:
+        return np.array(self.positives[user], dtype=np.int64)
+
+    def has_seen(self, user_id: str, item_id: str) -> bool:
+        u = self.user_index.get(user_id)
+        i = self.item_index.get(item_id)
+        return u is not None and i is not None and i in self.seen[u]
+
+    def predict_rating(self, user_id: str, item_id: str) -> float:
+        """Predicted rating, clipped to the scale. Unknown ids fall back inside the learner."""
+        s = self.settings
+        u = self.user_index.get(user_id, -1)
+        i = self.item_index.get(item_id, -1)
+        y = self.rating_model.predict_one(u, i)
+        return min(max(y, s.rating_min), s.rating_max)
+
+    def digest(self) -> str:
+        """SHA-256 over every learned parameter in a canonical order.
+
+        Two models that learned the same events in the same order print the same digest, in any
+        process (no hash-order or object-identity dependence), which is what the crash tests
+        compare.
+        """
+        h = hashlib.sha256()
+        _feed(h, self.__dict__, set())
+        return h.hexdigest()
+
+
+def _append_bounded(history: array[int], item: int, limit: int) -> None:
+    """Append `item` as most recent, moving it if already present, keeping the last `limit`."""
+    if item in history:
+        history.remove(item)
+    history.append(item)
+    if len(history) > limit:
+        del history[: len(history) - limit]
+
+
+def _feed(h: Any, obj: Any, active: set[int]) -> None:
+    """Hash `obj` canonically: containers in key order, numbers exactly, skip callables."""
+    if obj is None or isinstance(obj, bool | int | str):
+        h.update(f"{type(obj).__name__}:{obj!r};".encode())
+    elif isinstance(obj, float):
+        h.update(struct.pack("<d", obj))
+    elif isinstance(obj, np.ndarray):
+        h.update(str(obj.dtype).encode() + str(obj.shape).encode())
+        h.update(np.ascontiguousarray(obj).tobytes())
+    elif isinstance(obj, np.generic):
+        h.update(obj.tobytes())
+    elif isinstance(obj, array):
+        h.update(obj.typecode.encode() + obj.tobytes())
+    elif isinstance(obj, random.Random):
+        _feed(h, obj.getstate(), active)
+    elif isinstance(obj, np.random.RandomState):
+        _feed(h, obj.get_state(legacy=False), active)
+    elif isinstance(obj, np.random.Generator):
+        _feed(h, obj.bit_generator.state, active)
+    elif isinstance(obj, _NOT_STATE):
+        return
+    else:
+        if id(obj) in active:
+            return
+        active.add(id(obj))
+        if isinstance(obj, dict):
+            h.update(b"{")
+            for key in sorted(obj, key=_sort_key):
+                _feed(h, key, active)
+                _feed(h, obj[key], active)
+            h.update(b"}")
+        elif isinstance(obj, list | tuple):
+            h.update(b"[")
+            for value in obj:
+                _feed(h, value, active)
+            h.update(b"]")
+        elif isinstance(obj, set | frozenset):
+            _feed(h, sorted(obj, key=_sort_key), active)
+        elif hasattr(obj, "__dict__"):
+            h.update(type(obj).__qualname__.encode())
+            _feed(h, vars(obj), active)
+        elif hasattr(obj, "__getstate__"):
+            _feed(h, obj.__getstate__(), active)
+        active.discard(id(obj))
+
+
+def _sort_key(key: Any) -> tuple[str, str]:
+    return (type(key).__name__, repr(key))

@@ -1,0 +1,150 @@
+"""The one pipeline, list in → list out: learning, the recommendation contract, state rules."""
+
+from __future__ import annotations
+
+import pickle
+import tracemalloc
+
+import orjson
+import pytest
+
+from streamrec.evaluation import PrequentialEvaluator
+from streamrec.pipeline import Pipeline
+from streamrec.preprocess import Record
+from streamrec.settings import ModelSettings
+from streamrec.sources import from_values
+from streamrec.synthetic import generate_events
+
+FAST = ModelSettings(rating_model="biased_mf")
+
+
+def batches(n: int, size: int = 500, **kwargs: object) -> list[list[Record]]:
+    return list(from_values(generate_events(n, **kwargs), batch_size=size))  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def trained() -> Pipeline:
+    pipeline = Pipeline(ModelSettings())
+    for batch in batches(4_000, n_users=200, n_items=150):
+        pipeline.process(batch)
+    return pipeline
+
+
+def test_batch_learns_and_refreshes_touched_users() -> None:
+    pipeline = Pipeline(FAST)
+    (batch,) = batches(300, size=300, n_users=40, n_items=60)
+    result = pipeline.process(batch)
+    assert result.learned == 300 and not result.dead_letters
+    touched = {orjson.loads(r.value or b"")["user_id"] for r in batch}
+    assert {rec.user_id for rec in result.recommendations} == touched
+    assert pipeline.events_learned == 300
+
+
+def test_recommendation_contract(trained: Pipeline) -> None:
+    model = trained.model
+    users = list(range(model.n_users))
+    recs = trained.refresh(users)
+    assert len(recs) == len(users)
+    sources = set()
+    for rec in recs:
+        u = model.user_index[rec.user_id]
+        seen = {model.item_ids[i] for i in model.seen[u]}
+        items = [item.item_id for item in rec.items]
+        assert len(items) == len(set(items)) == trained.settings.k
+        assert not seen & set(items), "seen items must be excluded"
+        assert [item.rank for item in rec.items] == list(range(1, len(items) + 1))
+        scores = [item.score for item in rec.items if item.source == "model"]
+        assert scores == sorted(scores, reverse=True)
+        for item in rec.items:
+            assert 0.0 <= item.propensity <= 1.0
+            assert item.reason.strip()
+            sources.add(item.source)
+            if item.source == "model" and item.reason.startswith("because you liked "):
+                anchor = item.reason.removeprefix("because you liked ")
+                assert anchor in seen, "explanations name an item from the user's history"
+        assert rec.model_version == model.events_learned
+    assert "model" in sources
+    assert len({rec.rec_id for rec in recs}) == len(recs)
+
+
+def test_cold_start_user_gets_popular_items_with_reason(trained: Pipeline) -> None:
+    record = Record(
+        orjson.dumps(
+            {
+                "event_id": "cold-1",
+                "type": "rating",
+                "rating": 1,
+                "user_id": "newcomer",
+                "item_id": "i1",
+                "timestamp": 1_767_225_600_000,
+            }
+        )
+    )
+    pipeline = Pipeline.from_state(ModelSettings(), pickle.loads(pickle.dumps(trained.state())))
+    (rec,) = pipeline.process([record]).recommendations
+    assert rec.user_id == "newcomer"
+    assert all(item.source == "popular" for item in rec.items)
+    assert all("trending" in item.reason for item in rec.items)
+    assert "i1" not in {item.item_id for item in rec.items}
+
+
+def test_reading_never_creates_state(trained: Pipeline) -> None:
+    model = trained.model
+    before = model.digest()
+    sizes = (model.n_users, model.n_items)
+    tracemalloc.start()
+    try:
+        evaluator = PrequentialEvaluator(k=10)
+        for n in range(2_000):
+            model.predict_rating(f"ghost-{n}", f"phantom-{n}")
+            model.predict_rating("u1", f"phantom-{n}")
+            model.predict_rating(f"ghost-{n}", "i1")
+            model.has_seen(f"ghost-{n}", "i1")
+        trained.refresh(list(range(model.n_users)))
+        first, _ = tracemalloc.get_traced_memory()
+        for n in range(2_000, 20_000):
+            model.predict_rating(f"ghost-{n}", f"phantom-{n}")
+            model.predict_rating("u1", f"phantom-{n}")
+        trained.refresh(list(range(model.n_users)))
+        second, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (model.n_users, model.n_items) == sizes
+    assert model.digest() == before, "predicting or recommending changed the model"
+    assert second - first < 200_000, f"memory grew by {second - first} bytes under read traffic"
+    assert evaluator.total.events == 0
+
+
+def test_model_does_not_depend_on_batch_boundaries() -> None:
+    values = list(generate_events(3_000, n_users=80, n_items=90, seed=3, duplicate_fraction=0.05))
+    digests = set()
+    for size in (1, 250, 3_000):
+        pipeline = Pipeline(ModelSettings())
+        for batch in from_values(values, batch_size=size):
+            pipeline.process(batch)
+        digests.add(pipeline.model_digest())
+    assert len(digests) == 1
+
+
+def test_state_round_trip_continues_identically() -> None:
+    data = batches(2_000, size=400, n_users=60, n_items=70, seed=5)
+    straight = Pipeline(ModelSettings())
+    for batch in data:
+        straight.process(batch)
+    first = Pipeline(ModelSettings())
+    for batch in data[:2]:
+        first.process(batch)
+    resumed = Pipeline.from_state(ModelSettings(), pickle.loads(pickle.dumps(first.state())))
+    for batch in data[2:]:
+        resumed.process(batch)
+    assert resumed.model_digest() == straight.model_digest()
+    assert resumed.events_learned == straight.events_learned == 2_000
+
+
+def test_dead_letters_do_not_stop_the_batch() -> None:
+    pipeline = Pipeline(FAST)
+    good = list(generate_events(50, n_users=5, n_items=5))
+    records = [Record(b"garbage")] + [Record(v) for v in good] + [Record(None)]
+    result = pipeline.process(records)
+    assert result.learned == 50
+    assert [d.reason for d in result.dead_letters] == ["invalid_json", "empty_value"]

@@ -44,23 +44,24 @@ from prometheus_client import (
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.process_collector import ProcessCollector
 
-EVENT_TYPES = ("click", "purchase", "rating", "unknown")
-"""Values of the `type` label; `unknown` is a record whose type could not be read."""
+EVENT_TYPES = ("click", "purchase", "rating", "invalid")
+"""Values of the `type` label of `events_consumed_total`: the event types, and `invalid` for a
+record that went to the dead-letter sink (its type may not even be readable)."""
 
 DEAD_LETTER_REASONS = (
+    "empty_value",
+    "oversize",
     "invalid_json",
+    "unknown_type",
+    "missing_field",
     "invalid_event",
     "rating_out_of_range",
     "timestamp_in_future",
     "timestamp_too_old",
-    "empty_value",
-    "missing_key",
-    "oversize",
 )
-"""Known dead-letter reasons, pre-created at zero so `rate()` works before the first bad record.
-
-The label is not restricted to these (the preprocessor may add reasons), but every value must come
-from a fixed set in code, never from the input.
+"""The reasons `streamrec.preprocess` gives, pre-created at zero so `rate()` works before the
+first bad record. The label may take other values, but each must come from a fixed set in code,
+never from the input.
 """
 
 STAGES = ("decode", "learn", "refresh", "publish", "checkpoint", "total")
@@ -187,7 +188,7 @@ class Metrics:
         # -- consumption and validation --
         self.events_consumed_total = Counter(
             "streamrec_events_consumed",
-            "Records consumed from the source, by event type (unknown when undecodable).",
+            "Records consumed from the source, by event type (invalid: sent to dead letters).",
             ["type"],
             registry=r,
         )

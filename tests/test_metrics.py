@@ -1,0 +1,321 @@
+"""Metrics: names by Prometheus conventions, values readable from a fresh registry, the HTTP
+endpoint (metrics, liveness, readiness) and JSON logs."""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import orjson
+import pytest
+from deploy_files import which
+from prometheus_client import CollectorRegistry, generate_latest
+
+from streamrec.metrics import (
+    DEAD_LETTER_REASONS,
+    EVENT_TYPES,
+    Metrics,
+    RecentWindow,
+    configure_logging,
+    serve,
+)
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def metrics(registry: CollectorRegistry) -> Metrics:
+    return Metrics(registry)
+
+
+def families(registry: CollectorRegistry) -> dict[str, str]:
+    """Exported family name → type, as a scraper sees them."""
+    return {family.name: family.type for family in registry.collect()}
+
+
+def test_names_follow_prometheus_conventions(registry: CollectorRegistry, metrics: Metrics) -> None:
+    found = families(registry)
+    ours = {name: kind for name, kind in found.items() if name.startswith("streamrec_")}
+    assert len(ours) >= 30
+    assert set(found) - set(ours) <= {
+        f"process_{n}"
+        for n in (
+            "virtual_memory_bytes",
+            "resident_memory_bytes",
+            "start_time_seconds",
+            "cpu_seconds",
+            "open_fds",
+            "max_fds",
+        )
+    }
+    for family in registry.collect():
+        if not family.name.startswith("streamrec_"):
+            continue
+        assert family.name == family.name.lower(), family.name
+        assert family.documentation, f"{family.name} has no help text"
+        if family.type == "histogram":
+            assert family.name.endswith(("_seconds", "_events")), family.name
+        if family.type != "counter":
+            assert not family.name.endswith("_total"), family.name
+        for sample in family.samples:
+            if family.type == "counter":
+                assert sample.name.endswith(("_total", "_created")), sample.name
+            # Unbounded cardinality is never a label.
+            assert not {"user_id", "item_id", "user", "item", "event_id"} & set(sample.labels)
+
+
+def test_each_attribute_is_exported_as_streamrec_plus_its_name(metrics: Metrics) -> None:
+    """So a name seen in Grafana greps straight to its definition."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    attributes = {
+        k: v
+        for k, v in vars(metrics).items()
+        if isinstance(v, MetricWrapperBase) and not k.startswith("_")
+    }
+    assert "events_consumed_total" in attributes and "build_info" in attributes
+    for attribute, metric in attributes.items():
+        # prometheus-client names a family without the suffix its samples get (_total, _info).
+        (family,) = metric.describe()
+        stem = attribute.removesuffix("_total").removesuffix("_info")
+        assert family.name in (f"streamrec_{attribute}", f"streamrec_{stem}"), attribute
+
+
+def test_counters_and_histograms_read_back(registry: CollectorRegistry, metrics: Metrics) -> None:
+    metrics.events_consumed_total.labels(type="click").inc(3)
+    metrics.dead_letters_total.labels(reason="invalid_json").inc()
+    metrics.batch_duration_seconds.labels(stage="learn").observe(0.004)
+    metrics.event_to_publish_latency_seconds.observe(0.02)
+    metrics.rebalances_total.labels(kind="assign").inc()
+    metrics.checkpoints_total.labels(result="ok").inc()
+    metrics.model_users.set(7)
+
+    value = registry.get_sample_value
+    assert value("streamrec_events_consumed_total", {"type": "click"}) == 3
+    assert value("streamrec_dead_letters_total", {"reason": "invalid_json"}) == 1
+    assert value("streamrec_batch_duration_seconds_count", {"stage": "learn"}) == 1
+    assert value("streamrec_batch_duration_seconds_bucket", {"stage": "learn", "le": "0.005"}) == 1
+    assert value("streamrec_batch_duration_seconds_bucket", {"stage": "learn", "le": "0.0025"}) == 0
+    assert value("streamrec_event_to_publish_latency_seconds_sum") == pytest.approx(0.02)
+    assert value("streamrec_rebalances_total", {"kind": "assign"}) == 1
+    assert value("streamrec_checkpoints_total", {"result": "ok"}) == 1
+    assert value("streamrec_model_users") == 7
+
+
+def test_known_label_values_exist_at_zero_before_first_use(registry: CollectorRegistry) -> None:
+    """Otherwise the first increment is invisible to rate() and 'no errors' reads as 'no data'."""
+    Metrics(registry)
+    for event_type in EVENT_TYPES:
+        assert (
+            registry.get_sample_value("streamrec_events_consumed_total", {"type": event_type}) == 0
+        )
+    for reason in DEAD_LETTER_REASONS:
+        assert registry.get_sample_value("streamrec_dead_letters_total", {"reason": reason}) == 0
+    assert registry.get_sample_value("streamrec_bandit_decisions_total", {"source": "explore"}) == 0
+
+
+def test_duration_buckets_span_a_tenth_of_a_millisecond_to_ten_seconds(metrics: Metrics) -> None:
+    bounds = [
+        float(s.labels["le"])
+        for family in metrics.batch_duration_seconds.collect()
+        for s in family.samples
+        if s.name.endswith("_bucket") and s.labels["stage"] == "total"
+    ]
+    finite = [b for b in bounds if math.isfinite(b)]
+    assert min(finite) == 0.0001 and max(finite) == 10.0 and bounds[-1] == math.inf
+
+
+def test_build_info_names_versions(registry: CollectorRegistry, metrics: Metrics) -> None:
+    import platform
+
+    samples = [s for f in registry.collect() if f.name == "streamrec_build" for s in f.samples]
+    assert len(samples) == 1 and samples[0].name == "streamrec_build_info"
+    assert samples[0].labels["python"] == platform.python_version()
+    assert set(samples[0].labels) == {"version", "python", "river"}
+    assert samples[0].labels["river"] != "unknown"
+
+
+def test_online_quality_gauges_are_windowed_means(registry: CollectorRegistry) -> None:
+    m = Metrics(registry, quality_window=4)
+    value = registry.get_sample_value
+    assert math.isnan(value("streamrec_online_rmse"))  # a gap in Grafana, not a fake zero
+    assert math.isnan(value("streamrec_online_hit_rate_at_k"))
+
+    for predicted, actual in [(3.0, 4.0), (5.0, 4.0), (4.0, 4.0), (2.0, 4.0)]:
+        m.record_rating_prediction(predicted, actual)
+    assert value("streamrec_online_mae") == pytest.approx((1 + 1 + 0 + 2) / 4)
+    assert value("streamrec_online_rmse") == pytest.approx(math.sqrt((1 + 1 + 0 + 4) / 4))
+    m.record_rating_prediction(4.0, 4.0)  # pushes out the first error (1.0)
+    assert value("streamrec_online_mae") == pytest.approx((1 + 0 + 2 + 0) / 4)
+
+    for hit in (True, False, False, True, True):
+        m.record_top_k_hit(hit)
+    assert value("streamrec_online_hit_rate_at_k") == pytest.approx(2 / 4)  # last four
+    assert value("streamrec_online_evaluated_total", {"kind": "rating"}) == 5
+    assert value("streamrec_online_evaluated_total", {"kind": "positive"}) == 5
+
+
+def test_recent_window_matches_a_recomputed_mean_after_many_turnovers() -> None:
+    import random
+
+    rng = random.Random(7)
+    window = RecentWindow(50)
+    values = [rng.uniform(0, 1e6) if i % 97 else 1e-9 for i in range(5_000)]
+    for v in values:
+        window.add(v)
+    assert len(window) == 50
+    assert window.mean() == pytest.approx(math.fsum(values[-50:]) / 50, rel=1e-12)
+    with pytest.raises(ValueError):
+        RecentWindow(0)
+
+
+def test_lag_from_librdkafka_statistics(registry: CollectorRegistry, metrics: Metrics) -> None:
+    stats = {
+        "topics": {
+            "streamrec.events": {
+                "partitions": {
+                    "0": {"consumer_lag": 12, "consumer_lag_stored": 5},
+                    "1": {"consumer_lag": 40, "consumer_lag_stored": -1},
+                    "2": {"consumer_lag": -1, "consumer_lag_stored": -1},
+                    "-1": {"consumer_lag": 99, "consumer_lag_stored": 99},
+                }
+            }
+        }
+    }
+    metrics.set_lag_from_statistics(orjson.dumps(stats).decode())
+    lag = registry.get_sample_value
+    assert lag("streamrec_consumer_lag", {"topic": "streamrec.events", "partition": "0"}) == 5
+    assert lag("streamrec_consumer_lag", {"topic": "streamrec.events", "partition": "1"}) == 40
+    assert lag("streamrec_consumer_lag", {"topic": "streamrec.events", "partition": "2"}) is None
+    assert lag("streamrec_consumer_lag", {"topic": "streamrec.events", "partition": "-1"}) is None
+
+    metrics.forget_partitions([("streamrec.events", 0), ("streamrec.events", 7)])
+    assert lag("streamrec_consumer_lag", {"topic": "streamrec.events", "partition": "0"}) is None
+    assert lag("streamrec_consumer_lag", {"topic": "streamrec.events", "partition": "1"}) == 40
+
+
+def test_default_registry_is_private_so_two_instances_coexist() -> None:
+    a, b = Metrics(), Metrics()
+    a.events_learned_total.inc()
+    assert a.registry is not b.registry
+    assert b.registry.get_sample_value("streamrec_events_learned_total") == 0
+
+
+def get(url: str) -> tuple[int, str, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.headers["Content-Type"], response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers["Content-Type"], error.read().decode()
+
+
+def test_serve_metrics_health_and_readiness(metrics: Metrics) -> None:
+    metrics.events_consumed_total.labels(type="rating").inc(2)
+    with serve(metrics, "127.0.0.1", 0) as server:
+        assert server.port > 0
+        status, content_type, body = get(f"{server.url}/metrics")
+        assert status == 200 and content_type.startswith("text/plain")
+        assert 'streamrec_events_consumed_total{type="rating"} 2.0' in body
+        assert "_created" not in body  # one series per counter, not two
+
+        assert get(f"{server.url}/healthz")[::2] == (200, "ok\n")
+        assert get(f"{server.url}/readyz")[0] == 503  # not restored, not assigned yet
+        metrics.set_ready(True)
+        assert get(f"{server.url}/readyz")[0] == 200
+        metrics.set_ready(False)
+        assert get(f"{server.url}/readyz")[0] == 503
+        assert get(f"{server.url}/nope")[0] == 404
+
+
+def test_serve_uses_the_given_readiness_check_and_survives_its_failure(
+    metrics: Metrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = {"ready": True}
+
+    def ready() -> bool:
+        if state["ready"] is None:
+            raise RuntimeError("boom")
+        return bool(state["ready"])
+
+    with serve(metrics, "127.0.0.1", 0, ready=ready) as server:
+        assert get(f"{server.url}/readyz")[0] == 200
+        state["ready"] = None  # type: ignore[assignment]
+        assert get(f"{server.url}/readyz")[0] == 503
+        assert get(f"{server.url}/healthz")[0] == 200
+    assert "readiness check failed" in caplog.text
+
+
+def test_server_close_releases_the_port(metrics: Metrics) -> None:
+    import socket
+
+    server = serve(metrics, "127.0.0.1", 0)
+    port = server.port
+    server.close()
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+
+
+@pytest.mark.skipif(
+    which("promtool") is None, reason="promtool missing: apt-get install prometheus"
+)
+def test_exposition_passes_promtool_lint(registry: CollectorRegistry, metrics: Metrics) -> None:
+    metrics.batch_duration_seconds.labels(stage="total").observe(0.01)
+    metrics.consumer_lag.labels(topic="t", partition="0").set(3)
+    result = subprocess.run(
+        ["promtool", "check", "metrics"],
+        input=generate_latest(registry),
+        capture_output=True,
+        timeout=30,
+    )
+    assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
+
+
+@pytest.fixture
+def restore_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("restore_root_logger")
+def test_json_logs_are_one_object_per_line_with_extras() -> None:
+    stream = io.StringIO()
+    configure_logging("json", "debug", stream=stream)
+    configure_logging("json", "debug", stream=stream)  # idempotent: still one handler of ours
+    log = logging.getLogger("streamrec.test")
+    log.info("checkpoint written", extra={"bytes": 1234, "path": "/tmp/x"})
+    try:
+        raise ValueError("bad")
+    except ValueError:
+        log.exception("failed")
+
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2
+    first = orjson.loads(lines[0])
+    assert first["message"] == "checkpoint written" and first["level"] == "info"
+    assert first["logger"] == "streamrec.test" and first["bytes"] == 1234
+    assert first["ts"].endswith("+00:00")
+    second = orjson.loads(lines[1])
+    assert "ValueError: bad" in second["exc_info"]
+
+
+@pytest.mark.usefixtures("restore_root_logger")
+def test_text_logs_and_bad_format() -> None:
+    stream = io.StringIO()
+    configure_logging("text", "WARNING", stream=stream)
+    logging.getLogger("streamrec.test").info("hidden")
+    logging.getLogger("streamrec.test").warning("shown")
+    assert "hidden" not in stream.getvalue() and "shown" in stream.getvalue()
+    with pytest.raises(ValueError, match="log format"):
+        configure_logging("xml", "INFO")  # type: ignore[arg-type]

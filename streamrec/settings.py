@@ -1,8 +1,7 @@
 """One typed settings model for everything streamrec does.
 
 Read from `STREAMREC_*` environment variables (nested with `__`, e.g. `STREAMREC_MODEL__K=20`),
-from an optional JSON/TOML/YAML-free config file (`--config FILE`, JSON or TOML), and from CLI flags,
-in that order of increasing priority. Kafka client options are passed to librdkafka untouched
+then an optional config file (`--config FILE`, JSON or TOML), then CLI flags: later sources win. Kafka client options are passed to librdkafka untouched
 (`kafka.consumer` / `kafka.producer` dicts, or `STREAMREC_KAFKA__CONSUMER='{"security.protocol":
 "SASL_SSL", ...}'`), so SASL/SSL and every librdkafka option work without streamrec knowing them.
 """

@@ -1,0 +1,226 @@
+"""The deployment files are valid for the tools that read them.
+
+promtool (Debian package `prometheus`) checks the scrape config, the alert rules, the alert unit
+tests and every dashboard query; docker-compose (Debian package `docker-compose`) validates the
+stack. Both are installed by `.ci/run`; elsewhere these tests skip and say what to install.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from deploy_files import (
+    ALERT_TESTS,
+    ALERTS,
+    COMPOSE,
+    DASHBOARD,
+    DASHBOARD_PROVIDERS,
+    DATASOURCES,
+    DOCKERFILE,
+    PROMETHEUS_CONFIG,
+    ROOT,
+    alert_names,
+    dashboard_queries,
+    grafana_to_promql,
+    load_dashboard,
+    metric_names_in,
+    which,
+)
+
+from streamrec.metrics import Metrics
+
+needs_promtool = pytest.mark.skipif(
+    which("promtool") is None, reason="promtool missing: apt-get install prometheus"
+)
+needs_compose = pytest.mark.skipif(
+    which("docker-compose") is None, reason="docker-compose missing: apt-get install docker-compose"
+)
+
+
+def run(*args: str | Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+def exported_metric_names() -> set[str]:
+    """Family names a streamrec process exports (histogram/counter suffixes as PromQL sees them)."""
+    names = set()
+    for family in Metrics().registry.collect():
+        # Families without children yet (labelled gauges such as the lag) have no samples.
+        names.add(family.name + ("_total" if family.type == "counter" else ""))
+        for sample in family.samples:
+            names.add(re.sub(r"_(bucket|sum|count)$", "", sample.name))
+    return names
+
+
+@needs_promtool
+def test_prometheus_config_is_valid() -> None:
+    result = run("promtool", "check", "config", PROMETHEUS_CONFIG)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 rule files found" in result.stdout
+
+
+@needs_promtool
+def test_alert_rules_are_valid() -> None:
+    result = run("promtool", "check", "rules", ALERTS)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{len(alert_names())} rules found" in result.stdout
+
+
+@needs_promtool
+def test_alerts_fire_when_they_should_and_not_otherwise() -> None:
+    """promtool's rule unit tests: synthetic series in, expected alerts (with text) out."""
+    result = run("promtool", "test", "rules", ALERT_TESTS.name, cwd=ALERT_TESTS.parent)
+    assert result.returncode == 0, result.stdout + result.stderr
+    tested = set(re.findall(r"alertname:\s*(\S+)", ALERT_TESTS.read_text()))
+    assert tested == set(alert_names()), "every alert needs a unit test"
+
+
+def test_alerts_have_for_severity_and_annotations() -> None:
+    text = ALERTS.read_text()
+    blocks = re.split(r"^\s*- alert:", text, flags=re.MULTILINE)[1:]
+    assert {
+        "StreamrecConsumerLagGrowing",
+        "StreamrecDeadLetterRateHigh",
+        "StreamrecNoEventsConsumed",
+        "StreamrecCheckpointStale",
+        "StreamrecConsumerNotReady",
+    } <= set(alert_names())
+    for block in blocks:
+        name = block.split()[0]
+        for field in ("expr:", "for:", "severity:", "summary:", "description:"):
+            assert field in block, f"{name} lacks {field}"
+
+
+def test_dashboard_and_alerts_use_only_metrics_that_exist() -> None:
+    """A renamed metric must not leave an empty panel or an alert that can never fire."""
+    exported = exported_metric_names()
+    used = metric_names_in(ALERTS.read_text())
+    for query in dashboard_queries():
+        used |= metric_names_in(query.expr)
+    assert used - exported == set()
+
+
+@needs_promtool
+def test_every_dashboard_query_parses(tmp_path: Path) -> None:
+    """promtool parses PromQL when it checks rules: wrap each panel query in a recording rule."""
+    queries = dashboard_queries()
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {"record": f"dashboard:query_{i}", "expr": grafana_to_promql(q.expr)}
+                    for i, q in enumerate(queries)
+                ],
+            }
+        ]
+    }
+    path = tmp_path / "dashboard_rules.yml"
+    path.write_text(json.dumps(rules))  # JSON is YAML
+    result = run("promtool", "check", "rules", path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{len(queries)} rules found" in result.stdout
+
+
+def test_dashboard_covers_what_operators_look_at() -> None:
+    dashboard = load_dashboard()
+    assert dashboard["uid"] == "streamrec" and 36 <= dashboard["schemaVersion"] <= 41
+    text = " ".join(q.expr for q in dashboard_queries(dashboard))
+    for metric in (
+        "streamrec_events_consumed_total",
+        "streamrec_events_learned_total",
+        "streamrec_event_to_publish_latency_seconds_bucket",
+        "streamrec_batch_duration_seconds_bucket",
+        "streamrec_consumer_lag",
+        "streamrec_dead_letters_total",
+        "streamrec_online_rmse",
+        "streamrec_online_mae",
+        "streamrec_online_hit_rate_at_k",
+        "streamrec_bandit_rewards_total",
+        "streamrec_bandit_decisions_total",
+        "streamrec_exploration_ratio",
+        "streamrec_checkpoint_last_success_timestamp_seconds",
+        "streamrec_model_users",
+        "streamrec_model_items",
+        "streamrec_rebalances_total",
+    ):
+        assert metric in text, f"no panel shows {metric}"
+    assert "histogram_quantile(0.99" in text
+
+
+def test_dashboard_panels_are_well_formed() -> None:
+    dashboard = load_dashboard()
+    datasource_uid = re.search(r"uid:\s*(\S+)", DATASOURCES.read_text())
+    assert datasource_uid is not None
+    panels = dashboard["panels"]
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    occupied: set[tuple[int, int]] = set()
+    for panel in panels:
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, panel["title"]
+        cells = {
+            (x, y)
+            for x in range(grid["x"], grid["x"] + grid["w"])
+            for y in range(grid["y"], grid["y"] + grid["h"])
+        }
+        assert not cells & occupied, f"{panel['title']} overlaps another panel"
+        occupied |= cells
+        if panel["type"] != "row":
+            assert panel["datasource"]["uid"] == datasource_uid.group(1), panel["title"]
+            assert panel["targets"], panel["title"]
+            for target in panel["targets"]:
+                assert target["datasource"]["uid"] == datasource_uid.group(1)
+
+
+def test_grafana_provisioning_points_at_the_dashboard_mount() -> None:
+    providers = DASHBOARD_PROVIDERS.read_text()
+    path = re.search(r"path:\s*(\S+)", providers)
+    assert path is not None
+    compose = COMPOSE.read_text()
+    assert f"./deploy/grafana/dashboards:{path.group(1)}" in compose
+    assert "./deploy/grafana/provisioning:/etc/grafana/provisioning" in compose
+    assert "./deploy/prometheus:/etc/prometheus" in compose
+    assert DASHBOARD.name in compose  # the home dashboard
+
+
+def test_compose_bind_mounts_exist() -> None:
+    for source in re.findall(r"^\s*- (\./[^:]+):", COMPOSE.read_text(), flags=re.MULTILINE):
+        assert (ROOT / source).exists(), source
+
+
+@needs_compose
+def test_compose_file_is_valid() -> None:
+    result = run("docker-compose", "-f", COMPOSE, "config", "-q")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout == ""
+
+
+@needs_compose
+def test_compose_configures_streamrec_through_its_settings() -> None:
+    """Every STREAMREC_* variable in the stack must name a real settings field."""
+    from streamrec.settings import Settings
+
+    result = run("docker-compose", "-f", COMPOSE, "config")
+    assert result.returncode == 0, result.stderr
+    variables = set(re.findall(r"\b(STREAMREC_[A-Z0-9_]+):", result.stdout))
+    assert "STREAMREC_KAFKA__BOOTSTRAP_SERVERS" in variables
+    for variable in variables:
+        section, _, field = variable.removeprefix("STREAMREC_").lower().partition("__")
+        model = Settings.model_fields[section].annotation
+        assert field in model.model_fields, variable  # type: ignore[union-attr]
+
+
+def test_dockerfile_builds_the_package_on_python_311_slim() -> None:
+    text = DOCKERFILE.read_text()
+    assert "FROM python:3.11-slim" in text
+    assert re.search(r"pip (wheel|install)[^\n]*\.", text)
+    assert 'ENTRYPOINT ["streamrec"]' in text
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert ".git" in ignored and "tests" in ignored

@@ -1,0 +1,173 @@
+"""The Kafka edges against a real broker: embedded broker, topics, produce_file, the output sink."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+from kafka_helpers import headers_of, make_events, read_topic
+
+from streamrec.events import Recommendation, RecommendedItem
+from streamrec.kafka_io import (
+    DeliveryError,
+    KafkaSink,
+    consumer_config,
+    create_topics,
+    produce_file,
+    producer_config,
+)
+from streamrec.preprocess import DeadLetter, Record
+from streamrec.settings import KafkaSettings
+
+pytestmark = pytest.mark.kafka
+
+
+def test_broker_module_prints_its_address_and_exits_0_on_sigterm(tmp_path: Path) -> None:
+    with subprocess.Popen(
+        [sys.executable, "-m", "streamrec.broker"], stdout=subprocess.PIPE, text=True
+    ) as process:
+        try:
+            assert process.stdout is not None
+            address = process.stdout.readline().strip()  # printed only once the port accepts
+            host, port = address.split(":")
+            assert host == "127.0.0.1" and int(port) > 0
+            create_topics(address, ["probe"])
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=15) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+
+
+def test_create_topics_is_idempotent(kafka_bootstrap: str, unique_topic: Callable[..., str]) -> None:
+    topic = unique_topic(partitions=3)
+    create_topics(kafka_bootstrap, [topic], partitions=3)  # exists already: no error
+
+
+def test_produce_file_keys_events_by_user_and_sends_garbage_unkeyed(
+    kafka_bootstrap: str, unique_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    topic = unique_topic()
+    events = make_events(50)
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(b"\n".join([*events[:25], b"", b"not json {", *events[25:], b"[1,2]"]) + b"\n")
+
+    assert produce_file(log, kafka_bootstrap, topic) == 52
+
+    messages = read_topic(kafka_bootstrap, topic, 52)
+    assert len(messages) == 52
+    by_value = {m.value(): m.key() for m in messages}
+    for value in events:
+        assert by_value[value] == orjson.loads(value)["user_id"].encode()
+    assert by_value[b"not json {"] is None and by_value[b"[1,2]"] is None
+
+
+def test_produce_file_honours_the_rate(
+    kafka_bootstrap: str, unique_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    import time
+
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(b"\n".join(make_events(40)))
+    started = time.monotonic()
+    produce_file(log, kafka_bootstrap, unique_topic(), rate=100)
+    assert time.monotonic() - started >= 0.38  # 40 messages at 100/s take at least 0.39 s
+
+
+def _recommendation(user: str) -> Recommendation:
+    return Recommendation(
+        rec_id=f"r-{user}",
+        user_id=user,
+        generated_at=datetime.now(UTC),
+        model_version=7,
+        items=[
+            RecommendedItem(
+                item_id="i1", score=1.0, rank=1, source="model", propensity=1.0, reason="test"
+            )
+        ],
+    )
+
+
+def test_sink_publishes_keyed_recommendations_and_never_drops_on_a_full_queue(
+    kafka_bootstrap: str, unique_topic: Callable[..., str]
+) -> None:
+    recs_topic, dlq_topic = unique_topic("recs"), unique_topic("dlq")
+    # A local queue of 10 messages forces BufferError again and again.
+    config = producer_config(
+        KafkaSettings(bootstrap_servers=kafka_bootstrap),
+        **{"queue.buffering.max.messages": 10},
+    )
+    sink = KafkaSink(config, recs_topic, dlq_topic)
+    sink.publish([_recommendation(f"u{i}") for i in range(500)])
+    sink.flush(30)
+
+    assert sink.delivered == 500 and sink.failed == 0
+    messages = read_topic(kafka_bootstrap, recs_topic, 500)
+    assert len(messages) == 500
+    first = Recommendation.model_validate_json(messages[0].value())
+    assert messages[0].key() == first.user_id.encode()
+
+
+def test_dead_letters_keep_the_original_bytes_and_carry_error_headers(
+    kafka_bootstrap: str, unique_topic: Callable[..., str]
+) -> None:
+    dlq_topic = unique_topic("dlq")
+    sink = KafkaSink(
+        producer_config(KafkaSettings(bootstrap_servers=kafka_bootstrap)), "unused", dlq_topic
+    )
+    bad = Record(value=b"\xff not json", key=b"u1", topic="events", partition=2, offset=41)
+    tombstone = Record(value=None, key=b"u2", topic="events", partition=0, offset=7)
+    sink.dead_letter(
+        [
+            DeadLetter(bad, "invalid_json", "not a JSON object: " + "x" * 5000),
+            DeadLetter(tombstone, "empty_value", "record has no value"),
+        ]
+    )
+    sink.flush(30)
+
+    messages = sorted(read_topic(kafka_bootstrap, dlq_topic, 2), key=lambda m: m.key())
+    assert [(m.key(), m.value()) for m in messages] == [(b"u1", bad.value), (b"u2", None)]
+    headers = headers_of(messages[0])
+    assert headers["streamrec.error.reason"] == "invalid_json"
+    assert headers["streamrec.error.message"].startswith("not a JSON object")
+    assert len(headers["streamrec.error.message"]) <= 1000
+    assert headers["streamrec.source.topic"] == "events"
+    assert headers["streamrec.source.partition"] == "2"
+    assert headers["streamrec.source.offset"] == "41"
+    assert headers_of(messages[1])["streamrec.error.reason"] == "empty_value"
+
+
+def test_undeliverable_messages_surface_as_delivery_error() -> None:
+    from streamrec.broker import free_port
+
+    nowhere = f"127.0.0.1:{free_port()}"  # nothing listens there
+    config = producer_config(
+        KafkaSettings(bootstrap_servers=nowhere), **{"message.timeout.ms": 300}
+    )
+    sink = KafkaSink(config, "recs", "dlq")
+    sink.publish([_recommendation("u1")])
+
+    with pytest.raises(DeliveryError, match="could not be delivered"):
+        sink.flush(10)
+    assert sink.failed == 1
+
+
+def test_passthrough_options_reach_librdkafka_but_cannot_enable_auto_commit() -> None:
+    kafka = KafkaSettings(
+        bootstrap_servers="b:9092",
+        consumer={"security.protocol": "SASL_SSL", "enable.auto.commit": True},
+        producer={"enable.idempotence": False, "acks": "all"},
+    )
+    consumer = consumer_config(kafka)
+    assert consumer["security.protocol"] == "SASL_SSL"
+    assert consumer["enable.auto.commit"] is False
+    assert consumer["enable.auto.offset.store"] is False
+    assert consumer["group.id"] == "streamrec"
+    producer = producer_config(kafka)
+    assert producer["enable.idempotence"] is True and producer["acks"] == "all"

@@ -98,6 +98,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         recs_out=args.recs_out,
         dlq_out=args.dlq_out,
+        decisions_out=args.decisions_out,
         progress=not args.quiet,
     )
     report, _ = replay(args.input, settings.model, options)
@@ -160,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=10, help="list length and cut-off for Recall/NDCG")
     p.add_argument("--recs-out", type=Path, help="write every refreshed list here (JSONL)")
     p.add_argument("--dlq-out", type=Path, help="write rejected lines with reasons here (JSONL)")
+    p.add_argument(
+        "--decisions-out", type=Path, help="write the decision log for evaluate-policy (JSONL)"
+    )
     p.add_argument("--window", type=int, default=5_000, help="events per report series point")
     p.add_argument("--batch-size", type=int, default=1_000)
     p.add_argument("--rating-scale", type=_scale, help="MIN:MAX of valid ratings (default 1:5)")

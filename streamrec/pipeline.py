@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from streamrec.events import AnyEvent, Recommendation, RecommendedItem
+from streamrec.bandit import PendingList, PendingRewards, Resolution, SlotPolicy
+from streamrec.events import AnyEvent, RatingEvent, Recommendation, RecommendedItem
 from streamrec.model import RecommenderModel
 from streamrec.preprocess import DeadLetter, Preprocessor, Record
 from streamrec.recommend import recommend
@@ -42,6 +43,8 @@ class BatchResult:
     duplicates: int = 0
     # Message timestamps (ms) of the records whose users were refreshed, for latency metrics.
     event_timestamps_ms: list[int] = field(default_factory=list)
+    # One line per resolved slot (streamrec.offpolicy.LoggedDecision fields), for evaluation.
+    decisions: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -50,6 +53,8 @@ class PipelineState:
 
     model: RecommenderModel
     preprocessor: Preprocessor
+    policy: SlotPolicy
+    pending: PendingRewards
     format_version: int = 1
 
 
@@ -65,15 +70,24 @@ class Pipeline:
         self.settings = settings
         self.metrics = metrics
         self.observer = observer
-        self.model = state.model if state else RecommenderModel(settings)
-        self.preprocessor = state.preprocessor if state else Preprocessor(settings)
+        if state is None:
+            state = PipelineState(
+                RecommenderModel(settings),
+                Preprocessor(settings),
+                SlotPolicy(settings.exploration, settings.exploration_params, settings.seed),
+                PendingRewards(settings.reward_window_s, settings.max_pending),
+            )
+        self.model = state.model
+        self.preprocessor = state.preprocessor
+        self.policy = state.policy
+        self.pending = state.pending
 
     @classmethod
     def from_state(cls, settings: ModelSettings, state: PipelineState, **kwargs: Any) -> Pipeline:
         return cls(settings, state=state, **kwargs)
 
     def state(self) -> PipelineState:
-        return PipelineState(self.model, self.preprocessor)
+        return PipelineState(self.model, self.preprocessor, self.policy, self.pending)
 
     @property
     def events_learned(self) -> int:
@@ -88,6 +102,8 @@ class Pipeline:
         return self.model.n_items
 
     def model_digest(self) -> str:
+        """Digest of what was learned from events (not of exploration, which depends on when
+        lists were refreshed, i.e. on batch boundaries)."""
         return self.model.digest()
 
     def process(self, records: Sequence[Record], *, refresh: bool = True) -> BatchResult:
@@ -98,6 +114,7 @@ class Pipeline:
         now = time.time()
         consumed: dict[str, int] = {}
         check, learn, observer = self.preprocessor.check, self.model.learn, self.observer
+        rewarded: dict[str, int] = {}
         for record in records:
             outcome = check(record, now)
             if outcome is None:
@@ -107,6 +124,8 @@ class Pipeline:
                 result.dead_letters.append(outcome)
                 continue
             consumed[outcome.type] = consumed.get(outcome.type, 0) + 1
+            if not isinstance(outcome, RatingEvent):
+                self._join_reward(outcome, rewarded)
             if observer is not None:
                 observer(self.model, outcome)
             dirty[learn(outcome)] = None
@@ -114,23 +133,54 @@ class Pipeline:
                 result.event_timestamps_ms.append(record.timestamp_ms)
         result.learned = sum(consumed.values())
         learned_at = time.perf_counter()
+        resolved = self.pending.expire(self.model.last_event_time)
         if refresh and dirty:
-            result.recommendations = self.refresh(list(dirty))
+            result.recommendations = self.refresh(list(dirty), resolved)
+        result.decisions = self._resolve(resolved)
         if self.metrics is not None:
-            self._record_metrics(result, consumed, started, learned_at)
+            self._record_metrics(result, consumed, rewarded, resolved, started, learned_at)
         return result
 
-    def refresh(self, users: Sequence[int]) -> list[Recommendation]:
-        """Fresh top-K messages for these users (indices)."""
+    def _join_reward(self, event: AnyEvent, rewarded: dict[str, int]) -> None:
+        s = self.settings
+        value = s.purchase_reward if event.type == "purchase" else s.click_reward
+        source = self.pending.reward(event.user_id, event.item_id, event.rec_id, value)
+        if source is not None:
+            rewarded[source] = rewarded.get(source, 0) + 1
+
+    def refresh(
+        self, users: Sequence[int], resolved: list[Resolution] | None = None
+    ) -> list[Recommendation]:
+        """Fresh top-K messages for these users (indices); each becomes a pending decision.
+
+        Lists they supersede are appended to `resolved` (pass a list to collect them; without
+        one, e.g. when only looking, nothing is tracked).
+        """
         model = self.model
         generated_at = datetime.now(UTC)
         version = model.events_learned
         messages = []
-        for user, slots in zip(users, recommend(model, users, self.settings.k), strict=True):
+        lists = recommend(model, users, self.settings.k, self.policy)
+        for user, slots in zip(users, lists, strict=True):
             user_id = model.user_ids[user]
+            rec_id = f"{version:x}-{user:x}"
+            if resolved is not None:
+                resolved.extend(
+                    self.pending.add(
+                        PendingList(
+                            rec_id=rec_id,
+                            user_id=user_id,
+                            generated_at=model.last_event_time,
+                            items=[model.item_ids[slot.item] for slot in slots],
+                            sources=[slot.source for slot in slots],
+                            propensities=[slot.propensity for slot in slots],
+                            source_propensities=[slot.source_propensity for slot in slots],
+                        )
+                    )
+                )
             messages.append(
                 Recommendation(
-                    rec_id=f"{version:x}-{user:x}",
+                    rec_id=rec_id,
                     user_id=user_id,
                     generated_at=generated_at,
                     model_version=version,
@@ -149,12 +199,67 @@ class Pipeline:
             )
         return messages
 
+    def _resolve(self, resolved: list[Resolution]) -> list[dict[str, Any]]:
+        """Teach the policy what each resolved slot earned; one decision-log line per slot."""
+        lines = []
+        for resolution in resolved:
+            p = resolution.pending
+            for position, (item, source, prop, source_prop, reward) in enumerate(
+                zip(
+                    p.items,
+                    p.sources,
+                    p.propensities,
+                    p.source_propensities,
+                    p.rewards,
+                    strict=True,
+                ),
+                start=1,
+            ):
+                self.policy.update(source, reward, source_prop, p.context)
+                lines.append(
+                    {
+                        "rec_id": p.rec_id,
+                        "user_id": p.user_id,
+                        "item_id": item,
+                        "position": position,
+                        "source": source,
+                        "propensity": prop,
+                        "source_propensity": source_prop,
+                        "reward": reward,
+                    }
+                )
+        return lines
+
     def _record_metrics(
-        self, result: BatchResult, consumed: dict[str, int], started: float, learned_at: float
+        self,
+        result: BatchResult,
+        consumed: dict[str, int],
+        rewarded: dict[str, int],
+        resolved: list[Resolution],
+        started: float,
+        learned_at: float,
     ) -> None:
         m = self.metrics
         assert m is not None
         done = time.perf_counter()
+        shown: dict[str, int] = {}
+        for rec in result.recommendations:
+            for item in rec.items:
+                shown[item.source] = shown.get(item.source, 0) + 1
+        for source, n in shown.items():
+            m.bandit_decisions_total.labels(source=source).inc(n)
+        for source, n in rewarded.items():
+            m.bandit_rewards_total.labels(source=source).inc(n)
+        for line in result.decisions:
+            if line["reward"]:
+                m.bandit_reward_value_total.labels(source=line["source"]).inc(line["reward"])
+        expired = sum(len(r.pending.items) for r in resolved if r.expired)
+        if expired:
+            m.bandit_expired_decisions_total.inc(expired)
+        m.bandit_pending_decisions.set(len(self.pending))
+        total_shown = sum(shown.values())
+        if total_shown:
+            m.exploration_ratio.set(1.0 - shown.get("model", 0) / total_shown)
         for event_type, n in consumed.items():
             m.events_consumed_total.labels(type=event_type).inc(n)
         for dead in result.dead_letters:

@@ -1,8 +1,11 @@
-"""Top-K lists for a batch of users: ranker candidates, seen items excluded, popularity fill.
+"""Top-K lists for a batch of users: ranker candidates, seen items excluded, explore slots.
 
 Never `Ranker.rank()` (one `predict_one` per item, ~1 ms per user at 1,700 items): a sparse ranker
 returns a few hundred candidates per user, a dense one scores the whole catalog for a block of
-users with one matrix product (`score_dense`). Nothing here creates model state.
+users with one matrix product (`score_dense`). Each slot is then filled from one source —
+the model's next best item, a recently popular one, or a new one — chosen by the exploration
+policy (`bandit.SlotPolicy`), and carries the exact probability that it was shown there.
+Nothing here creates model state.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamrec.bandit import ARMS, SlotPolicy
 from streamrec.learners.base import FloatArray, IntArray
 from streamrec.model import RecommenderModel
 
@@ -25,7 +29,8 @@ class Slot:
     score: float
     source: str
     reason: str
-    propensity: float = 1.0
+    propensity: float = 1.0  # probability that this item was shown in this slot
+    source_propensity: float = 1.0  # probability that this slot was filled from `source`
 
 
 def popular_order(model: RecommenderModel, depth: int) -> IntArray:
@@ -33,8 +38,16 @@ def popular_order(model: RecommenderModel, depth: int) -> IntArray:
     n = model.n_items
     values = model.popularity.values[:n]
     top = np.argpartition(-values, depth)[:depth] if depth < n else np.arange(n)
+    top = top[values[top] > 0.0]
     order = np.lexsort((top, -values[top]))
     return top[order].astype(np.int64)
+
+
+def new_order(model: RecommenderModel, depth: int) -> IntArray:
+    """Items first seen within `new_item_age_s` of the latest event, newest first."""
+    first_seen = np.asarray(model.item_first_seen, dtype=np.float64)
+    recent = np.flatnonzero(first_seen >= model.last_event_time - model.settings.new_item_age_s)
+    return recent[np.argsort(-first_seen[recent], kind="stable")][:depth].astype(np.int64)
 
 
 def _top(
@@ -53,14 +66,14 @@ def _top(
     return items[order], scores[order]
 
 
-def _fill(chosen: list[int], exclude: IntArray, popular: IntArray, k: int) -> list[int]:
-    """Popular items not seen and not already chosen, to fill the list up to k."""
+def _fill(chosen: list[int], exclude: IntArray, queue: IntArray, k: int) -> list[int]:
+    """Items of `queue` not seen and not already chosen, to fill the list up to k."""
     if len(chosen) >= k:
         return []
     blocked = set(exclude.tolist())
     blocked.update(chosen)
     extra: list[int] = []
-    for item in popular.tolist():
+    for item in queue.tolist():
         if item not in blocked:
             extra.append(item)
             if len(chosen) + len(extra) == k:
@@ -69,7 +82,7 @@ def _fill(chosen: list[int], exclude: IntArray, popular: IntArray, k: int) -> li
 
 
 def top_items(model: RecommenderModel, user: int | None, k: int, popular: IntArray) -> IntArray:
-    """The item indices a user would be shown (model picks, then popular fill). For evaluation."""
+    """What the model alone would show (its picks, then popular fill): used for evaluation."""
     if user is None:
         return popular[:k]
     exclude = model.seen_items(user)
@@ -79,39 +92,94 @@ def top_items(model: RecommenderModel, user: int | None, k: int, popular: IntArr
     return np.array(picked + _fill(picked, exclude, popular, k), dtype=np.int64)
 
 
-def recommend(model: RecommenderModel, users: Sequence[int], k: int) -> list[list[Slot]]:
-    """One top-K list per user, with a source and a human-readable reason for every item."""
-    popular = popular_order(model, k + model.settings.history_length)
+def _model_picks(
+    model: RecommenderModel, users: Sequence[int], k: int
+) -> list[tuple[IntArray, FloatArray]]:
+    """Each user's k best unseen items by the ranker (dense rankers: one product per block)."""
     dense = getattr(model.ranker, "score_dense", None)
-    lists: list[list[Slot]] = []
-    for start in range(0, len(users), DENSE_BLOCK_USERS if dense else len(users) or 1):
-        block = list(users[start : start + DENSE_BLOCK_USERS]) if dense else list(users)
-        block_scores = dense(np.array(block, dtype=np.int64)) if dense else None
-        all_items = np.arange(model.n_items, dtype=np.int64)
+    picks = []
+    if dense is None:
+        for user in users:
+            items, scores = model.ranker.candidates(user, model.positive_items(user))
+            picks.append(_top(items, scores, model.seen_items(user), k))
+        return picks
+    all_items = np.arange(model.n_items, dtype=np.int64)
+    for start in range(0, len(users), DENSE_BLOCK_USERS):
+        block = list(users[start : start + DENSE_BLOCK_USERS])
+        scores = dense(np.array(block, dtype=np.int64))
         for row, user in enumerate(block):
-            history = model.positive_items(user)
-            exclude = model.seen_items(user)
-            if block_scores is not None:
-                items, scores = all_items, block_scores[row, : model.n_items]
+            picks.append(_top(all_items, scores[row, : model.n_items], model.seen_items(user), k))
+    return picks
+
+
+def recommend(
+    model: RecommenderModel,
+    users: Sequence[int],
+    k: int,
+    policy: SlotPolicy | None = None,
+) -> list[list[Slot]]:
+    """One top-K list per user; every item with its source, propensity and a readable reason."""
+    policy = policy or SlotPolicy("none")
+    depth = k + model.settings.history_length
+    queues = {"popular": popular_order(model, depth), "new": new_order(model, depth)}
+    cached: dict[tuple[str, ...], list[float]] = {}
+    lists = []
+    for user, (best, best_scores) in zip(users, _model_picks(model, users, k), strict=True):
+        exclude = model.seen_items(user)
+        candidates = {
+            "model": best.tolist(),
+            "popular": _fill([], exclude, queues["popular"], k),
+            "new": _fill([], exclude, queues["new"], k),
+        }
+        model_scores = dict(zip(best.tolist(), best_scores.tolist(), strict=True))
+        context = {"bias": 1.0, "history": float(np.log1p(len(exclude)))}
+        chosen: set[int] = set()
+        slots: list[Slot] = []
+        while len(slots) < k:
+            heads = {}
+            for arm in ARMS:
+                queue = candidates[arm]
+                while queue and queue[0] in chosen:
+                    queue.pop(0)
+                if queue:
+                    heads[arm] = queue[0]
+            if not heads:
+                break
+            arms = tuple(heads)
+            if policy.contextual:
+                probs = policy.distribution(arms, context)
             else:
-                items, scores = model.ranker.candidates(user, history)
-            best, best_scores = _top(items, scores, exclude, k)
-            slots = [
-                Slot(item, score, "model", _reason(model, user, history, item))
-                for item, score in zip(best.tolist(), best_scores.tolist(), strict=True)
-            ]
-            cold = len(exclude) == 0
-            for item in _fill([s.item for s in slots], exclude, popular, k):
-                reason = "trending now (new here? start exploring)" if cold else "trending now"
-                slots.append(Slot(item, float(model.popularity.values[item]), "popular", reason))
-            lists.append(slots)
-        if not dense:
-            break
+                probs = cached.get(arms) or cached.setdefault(arms, policy.distribution(arms))
+            if sum(probs) <= 0.0:  # exploration off and the model has nothing left: fill
+                probs = [
+                    1.0 if arm == ("popular" if "popular" in heads else arms[0]) else 0.0
+                    for arm in arms
+                ]
+            pick = policy.choose(probs)
+            arm, item = arms[pick], heads[arms[pick]]
+            propensity = sum(p for a, p in zip(arms, probs, strict=True) if heads[a] == item)
+            score = model_scores.get(item, float(model.popularity.values[item]))
+            slots.append(
+                Slot(
+                    item,
+                    score,
+                    arm,
+                    _reason(model, user, arm, item, not len(exclude)),
+                    min(propensity, 1.0),
+                    probs[pick],
+                )
+            )
+            chosen.add(item)
+        lists.append(slots)
     return lists
 
 
-def _reason(model: RecommenderModel, user: int, history: IntArray, item: int) -> str:
-    anchor = model.ranker.explain(user, history, item)
+def _reason(model: RecommenderModel, user: int, source: str, item: int, cold: bool) -> str:
+    if source == "new":
+        return "new here: just added to the catalog"
+    if source == "popular":
+        return "trending now (new here? start exploring)" if cold else "trending now"
+    anchor = model.ranker.explain(user, model.positive_items(user), item)
     if anchor is None:
         return "matches your taste"
     return f"because you liked {model.item_ids[anchor]}"

@@ -30,6 +30,7 @@ class ReplayOptions:
     batch_size: int = 1_000
     recs_out: Path | None = None
     dlq_out: Path | None = None
+    decisions_out: Path | None = None
     progress: bool = True
 
 
@@ -46,7 +47,7 @@ def replay(
     console = Console(stderr=True)
     started = time.perf_counter()
     with (
-        JsonlSink(options.recs_out, options.dlq_out) as sink,
+        JsonlSink(options.recs_out, options.dlq_out, options.decisions_out) as sink,
         Progress(
             TextColumn("[bold]replay[/]"),
             BarColumn(),
@@ -62,7 +63,7 @@ def replay(
         consumed_bytes = 0
         for batch in read_jsonl(path, options.batch_size):
             result = pipeline.process(batch)
-            sink.write(result.recommendations, result.dead_letters)
+            sink.write(result.recommendations, result.dead_letters, result.decisions)
             records += len(batch)
             invalid += len(result.dead_letters)
             duplicates += result.duplicates

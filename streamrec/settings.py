@@ -58,6 +58,23 @@ class ModelSettings(_Section):
     min_timestamp_s: float = Field(
         631_152_000.0, description="Reject events timestamped before this (default 1990-01-01)."
     )
+    exploration: str = Field(
+        "epsilon_greedy",
+        description="Policy choosing each slot's source (model/popular/new): none, epsilon_greedy,"
+        " ucb, thompson, bayes_ucb, exp3, linucb.",
+    )
+    exploration_params: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments for the River bandit policy."
+    )
+    new_item_age_s: float = Field(
+        3 * 24 * 3600.0, gt=0, description="Items first seen this recently count as 'new'."
+    )
+    reward_window_s: float = Field(
+        3600.0, gt=0, description="Event-time window in which a click or purchase rewards a list."
+    )
+    click_reward: float = Field(1.0, ge=0)
+    purchase_reward: float = Field(2.0, ge=0, description="Purchases may reward more than clicks.")
+    max_pending: int = Field(100_000, ge=1, description="Lists awaiting rewards, at most.")
     seed: int = 42
 
     @model_validator(mode="after")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 import orjson
 
@@ -34,20 +34,33 @@ def dead_letter_json(dead: DeadLetter) -> bytes:
 
 
 class JsonlSink:
-    """Appends recommendations and/or dead letters to JSONL files (either may be None)."""
+    """Writes recommendations, dead letters and decision-log lines to JSONL (each optional)."""
 
-    def __init__(self, recommendations: Path | None = None, dead_letters: Path | None = None):
+    def __init__(
+        self,
+        recommendations: Path | None = None,
+        dead_letters: Path | None = None,
+        decisions: Path | None = None,
+    ) -> None:
         self._recs: IO[bytes] | None = recommendations.open("wb") if recommendations else None
         self._dlq: IO[bytes] | None = dead_letters.open("wb") if dead_letters else None
+        self._decisions: IO[bytes] | None = decisions.open("wb") if decisions else None
 
-    def write(self, recs: Sequence[Recommendation], dead: Sequence[DeadLetter]) -> None:
+    def write(
+        self,
+        recs: Sequence[Recommendation],
+        dead: Sequence[DeadLetter],
+        decisions: Sequence[dict[str, Any]] = (),
+    ) -> None:
         if self._recs is not None and recs:
             self._recs.write(b"".join(r.model_dump_json().encode() + b"\n" for r in recs))
         if self._dlq is not None and dead:
             self._dlq.write(b"".join(dead_letter_json(d) + b"\n" for d in dead))
+        if self._decisions is not None and decisions:
+            self._decisions.write(b"".join(orjson.dumps(d) + b"\n" for d in decisions))
 
     def close(self) -> None:
-        for handle in (self._recs, self._dlq):
+        for handle in (self._recs, self._dlq, self._decisions):
             if handle is not None:
                 handle.close()
 
@@ -69,7 +82,14 @@ class ListSink:
     def __init__(self) -> None:
         self.recommendations: list[Recommendation] = []
         self.dead_letters: list[DeadLetter] = []
+        self.decisions: list[dict[str, Any]] = []
 
-    def write(self, recs: Sequence[Recommendation], dead: Sequence[DeadLetter]) -> None:
+    def write(
+        self,
+        recs: Sequence[Recommendation],
+        dead: Sequence[DeadLetter],
+        decisions: Sequence[dict[str, Any]] = (),
+    ) -> None:
         self.recommendations.extend(recs)
         self.dead_letters.extend(dead)
+        self.decisions.extend(decisions)

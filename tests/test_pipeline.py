@@ -8,6 +8,7 @@ import tracemalloc
 import orjson
 import pytest
 
+from streamrec.bandit import SlotPolicy
 from streamrec.evaluation import PrequentialEvaluator
 from streamrec.pipeline import Pipeline
 from streamrec.preprocess import Record
@@ -80,11 +81,14 @@ def test_cold_start_user_gets_popular_items_with_reason(trained: Pipeline) -> No
             }
         )
     )
-    pipeline = Pipeline.from_state(ModelSettings(), pickle.loads(pickle.dumps(trained.state())))
+    state = pickle.loads(pickle.dumps(trained.state()))
+    state.policy = SlotPolicy("none")
+    pipeline = Pipeline.from_state(ModelSettings(), state)
     (rec,) = pipeline.process([record]).recommendations
     assert rec.user_id == "newcomer"
     assert all(item.source == "popular" for item in rec.items)
     assert all("trending" in item.reason for item in rec.items)
+    assert all(item.propensity == 1.0 for item in rec.items)
     assert "i1" not in {item.item_id for item in rec.items}
 
 

@@ -119,6 +119,52 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_broker(args: argparse.Namespace) -> int:
+    from streamrec.broker import serve
+
+    def ready(address: str) -> None:
+        print(address, flush=True)
+        print(f"broker listening on {address}; Ctrl-C stops it", file=sys.stderr)
+
+    return serve(args.port, args.host, on_ready=ready)
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from streamrec.kafka_io import produce_file
+
+    n = produce_file(args.input, args.bootstrap_servers, args.topic, args.rate)
+    print(f"produced {n:,} messages to {args.topic}", file=sys.stderr)
+    return 0
+
+
+def cmd_inspect_checkpoint(args: argparse.Namespace) -> int:
+    import orjson
+
+    from streamrec.checkpoint import inspect
+    from streamrec.settings import load_settings
+
+    key = load_settings(args.config).service.checkpoint_key
+    info = inspect(args.state_dir, key)
+    if args.json:
+        print(orjson.dumps(info, option=orjson.OPT_INDENT_2).decode())
+    else:
+        for name, value in info.items():
+            print(f"{name:>16}: {value}")
+    return 0
+
+
+def _run_service(argv: list[str]) -> int:
+    from streamrec.service import main as service_main
+
+    return service_main(argv)
+
+
+def _evaluate_policy(argv: list[str]) -> int:
+    from streamrec.offpolicy import run_cli
+
+    return run_cli(argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamrec",
@@ -171,6 +217,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ranker", help="top-N ranker (default 'knn')")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
+    p = add("broker", cmd_broker, "start the embedded Kafka-compatible broker (Tansu)")
+    p.add_argument("--port", type=int, help="default: a free port")
+    p.add_argument("--host", default="127.0.0.1")
+
+    p = add("produce", cmd_produce, "publish a JSONL event log to Kafka (key = user_id)")
+    p.add_argument("input", type=Path)
+    p.add_argument(
+        "--bootstrap-servers",
+        default=os.environ.get("STREAMREC_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+    )
+    p.add_argument("--topic", default="streamrec.events")
+    p.add_argument("--rate", type=float, help="messages per second (default: as fast as possible)")
+
+    p = add("inspect-checkpoint", cmd_inspect_checkpoint, "show what a checkpoint holds")
+    p.add_argument("state_dir", type=Path, help="state directory (or one checkpoint file)")
+    p.add_argument("--json", action="store_true")
+
+    for name, (_, text) in DELEGATED.items():  # listed here; parsed by their own modules
+        sub.add_parser(name, help=text, add_help=False)
+
     p = add("report", cmd_report, "plot a replay report's per-window series to a PNG")
     p.add_argument("report", type=Path)
     p.add_argument("--out", type=Path, default=Path("report.png"))
@@ -178,9 +244,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DELEGATED: dict[str, tuple[Callable[[list[str]], int], str]] = {
+    "run": (_run_service, "run the Kafka consumer service (see `streamrec run --help`)"),
+    "evaluate-policy": (_evaluate_policy, "off-policy estimates of a policy on a decision log"),
+}
+"""Subcommands with their own option parsers: they receive the rest of the command line."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv and argv[0] in DELEGATED:
+            return DELEGATED[argv[0]][0](argv[1:])
+        args = build_parser().parse_args(argv)
         return int(args.handler(args))
     except StreamrecError as exc:
         print(f"streamrec: error: {exc}", file=sys.stderr)

@@ -417,19 +417,26 @@ class Metrics:
         """Update `consumer_lag` from a librdkafka statistics document.
 
         Pass it as the consumer's `stats_cb` (with `statistics.interval.ms` set): librdkafka
-        already tracks each assigned partition's lag, so no extra watermark requests are made.
-        Partition -1 is librdkafka's internal "unassigned" bucket and lag -1 means "not known
-        yet"; both are skipped rather than exported as a bogus value.
+        already knows each partition's end offset from its fetches, so no extra requests are made.
+
+        Lag is measured from the application's position (`app_offset`: the last record handed to
+        streamrec + 1) to the end of the partition (`ls_offset`, the last stable offset under the
+        default read_committed isolation, else `hi_offset`). librdkafka's own `consumer_lag`
+        counts from the *committed* offset, and streamrec commits only at checkpoints, so that
+        figure would overstate the lag by up to a checkpoint interval; it is the fallback before
+        the first record arrives. Skipped rather than exported as bogus values: partition -1
+        (librdkafka's internal "unassigned" bucket), partitions not being fetched (revoked ones
+        linger in the statistics), and unknown (negative) offsets.
         """
         doc = orjson.loads(stats) if isinstance(stats, bytes | str) else stats
         for topic, topic_stats in (doc.get("topics") or {}).items():
             for partition, p in (topic_stats.get("partitions") or {}).items():
                 if partition == "-1" or not isinstance(p, Mapping):
                     continue
-                lag = p.get("consumer_lag_stored", -1)
-                if lag is None or lag < 0:
-                    lag = p.get("consumer_lag", -1)
-                if lag is not None and lag >= 0:
+                if p.get("fetch_state", "active") in ("none", "stopping", "stopped"):
+                    continue
+                lag = _position_lag(p)
+                if lag is not None:
                     self.consumer_lag.labels(topic=topic, partition=str(partition)).set(lag)
 
     def forget_partitions(self, partitions: Iterable[tuple[str, int]]) -> None:
@@ -437,6 +444,21 @@ class Metrics:
         for topic, partition in partitions:
             with contextlib.suppress(KeyError):
                 self.consumer_lag.remove(topic, str(partition))
+
+
+def _position_lag(p: Mapping[str, Any]) -> int | None:
+    """Records between the application's position and the partition end, if both are known."""
+    end = p.get("ls_offset", -1)
+    if not isinstance(end, int) or end < 0:
+        end = p.get("hi_offset", -1)
+    position = p.get("app_offset", -1)
+    if isinstance(end, int) and isinstance(position, int) and end >= 0 and position >= 0:
+        return max(0, end - position)
+    for key in ("consumer_lag_stored", "consumer_lag"):
+        lag = p.get(key, -1)
+        if isinstance(lag, int) and lag >= 0:
+            return lag
+    return None
 
 
 def _build_labels() -> dict[str, str]:

@@ -146,8 +146,8 @@ def test_build_info_names_versions(registry: CollectorRegistry, metrics: Metrics
 def test_online_quality_gauges_are_windowed_means(registry: CollectorRegistry) -> None:
     m = Metrics(registry, quality_window=4)
     value = registry.get_sample_value
-    assert math.isnan(value("streamrec_online_rmse"))  # a gap in Grafana, not a fake zero
-    assert math.isnan(value("streamrec_online_hit_rate_at_k"))
+    assert math.isnan(value("streamrec_online_rmse") or 0.0)  # a gap in Grafana, not a fake 0
+    assert math.isnan(value("streamrec_online_hit_rate_at_k") or 0.0)
 
     for predicted, actual in [(3.0, 4.0), (5.0, 4.0), (4.0, 4.0), (2.0, 4.0)]:
         m.record_rating_prediction(predicted, actual)
@@ -178,28 +178,59 @@ def test_recent_window_matches_a_recomputed_mean_after_many_turnovers() -> None:
 
 
 def test_lag_from_librdkafka_statistics(registry: CollectorRegistry, metrics: Metrics) -> None:
-    stats = {
-        "topics": {
-            "streamrec.events": {
-                "partitions": {
-                    "0": {"consumer_lag": 12, "consumer_lag_stored": 5},
-                    "1": {"consumer_lag": 40, "consumer_lag_stored": -1},
-                    "2": {"consumer_lag": -1, "consumer_lag_stored": -1},
-                    "-1": {"consumer_lag": 99, "consumer_lag_stored": 99},
-                }
-            }
-        }
+    """Lag counts from streamrec's position, not from the last commit (commits trail by up to a
+    checkpoint interval); partitions without a known position fall back to librdkafka's lag."""
+    partitions = {
+        # position known: end (last stable offset) - position
+        "0": {
+            "fetch_state": "active",
+            "hi_offset": 120,
+            "ls_offset": 100,
+            "app_offset": 90,
+            "consumer_lag": 60,
+            "consumer_lag_stored": -1,
+        },
+        # nothing consumed yet: librdkafka's committed-offset lag
+        "1": {
+            "fetch_state": "offset-wait",
+            "hi_offset": 50,
+            "ls_offset": 50,
+            "app_offset": -1001,
+            "consumer_lag": 40,
+            "consumer_lag_stored": -1,
+        },
+        # nothing known at all
+        "2": {
+            "fetch_state": "active",
+            "hi_offset": -1,
+            "ls_offset": -1,
+            "app_offset": -1001,
+            "consumer_lag": -1,
+            "consumer_lag_stored": -1,
+        },
+        # revoked partitions linger in the statistics without being fetched
+        "3": {
+            "fetch_state": "none",
+            "hi_offset": 10,
+            "ls_offset": 10,
+            "app_offset": 2,
+            "consumer_lag": 8,
+            "consumer_lag_stored": -1,
+        },
+        # librdkafka's internal "unassigned" bucket
+        "-1": {"consumer_lag": 99, "consumer_lag_stored": 99},
     }
+    stats = {"topics": {"streamrec.events": {"partitions": partitions}}}
     metrics.set_lag_from_statistics(orjson.dumps(stats).decode())
-    lag = registry.get_sample_value
-    assert lag("streamrec_consumer_lag", {"topic": "streamrec.events", "partition": "0"}) == 5
-    assert lag("streamrec_consumer_lag", {"topic": "streamrec.events", "partition": "1"}) == 40
-    assert lag("streamrec_consumer_lag", {"topic": "streamrec.events", "partition": "2"}) is None
-    assert lag("streamrec_consumer_lag", {"topic": "streamrec.events", "partition": "-1"}) is None
+
+    def lag(partition: str) -> float | None:
+        labels = {"topic": "streamrec.events", "partition": partition}
+        return registry.get_sample_value("streamrec_consumer_lag", labels)
+
+    assert [lag(p) for p in ("0", "1", "2", "3", "-1")] == [10, 40, None, None, None]
 
     metrics.forget_partitions([("streamrec.events", 0), ("streamrec.events", 7)])
-    assert lag("streamrec_consumer_lag", {"topic": "streamrec.events", "partition": "0"}) is None
-    assert lag("streamrec_consumer_lag", {"topic": "streamrec.events", "partition": "1"}) == 40
+    assert lag("0") is None and lag("1") == 40
 
 
 def test_default_registry_is_private_so_two_instances_coexist() -> None:

@@ -62,6 +62,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from streamrec.errors import StreamrecError
 from streamrec.events import Id, Source
 
 IntArray = npt.NDArray[np.int64]
@@ -77,11 +78,8 @@ _BLOCK_CELLS = 1 << 21
 """Rows × items per block when replaying an online policy: bounds memory at ~16 MB per array."""
 
 
-class OffPolicyError(ValueError):
-    """Bad input to off-policy evaluation; the message says what to fix.
-
-    A ValueError subclass until the package has its root exception.
-    """
+class OffPolicyError(StreamrecError, ValueError):
+    """Bad input to off-policy evaluation; the message says what to fix."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,39 @@ from streamrec.events import AnyEvent, RatingEvent
 from streamrec.learners.base import IntArray
 from streamrec.model import RecommenderModel
 from streamrec.recommend import popular_order, top_items
+
+if TYPE_CHECKING:
+    from streamrec.metrics import Metrics
+
+
+class PopularCache:
+    """The popularity order used to fill lists, recomputed only when the model has changed."""
+
+    def __init__(self) -> None:
+        self._order: IntArray | None = None
+        self._version = -1
+
+    def shown_if_evaluable(
+        self, model: RecommenderModel, event: AnyEvent, k: int
+    ) -> IntArray | None:
+        """The top-K the user would see now, if this positive event is evaluable (user known,
+        item new to them); None otherwise."""
+        user = model.user_index.get(event.user_id)
+        if user is None or model.has_seen(event.user_id, event.item_id):
+            return None
+        if self._version != model.events_learned or self._order is None:
+            self._order = popular_order(model, k + model.settings.history_length)
+            self._version = model.events_learned
+        return top_items(model, user, k, self._order)
+
+
+def hit_position(model: RecommenderModel, event: AnyEvent, shown: IntArray) -> int | None:
+    """0-based position of the event's item in `shown`, or None for a miss."""
+    target = model.item_index.get(event.item_id)
+    if target is None:
+        return None
+    found = np.flatnonzero(shown == target)
+    return int(found[0]) if len(found) else None
 
 
 @dataclass
@@ -57,8 +90,7 @@ class PrequentialEvaluator:
     series: list[dict[str, Any]] = field(default_factory=list)
     recommended_items: set[int] = field(default_factory=set)
     _window_started: float = field(default_factory=time.perf_counter)
-    _popular: IntArray | None = None
-    _popular_version: int = -1
+    _popular_cache: PopularCache = field(default_factory=lambda: PopularCache())
 
     def __call__(self, model: RecommenderModel, event: AnyEvent) -> None:
         for totals in (self.total, self.current):
@@ -70,26 +102,17 @@ class PrequentialEvaluator:
                 totals.squared_error += error * error
                 totals.absolute_error += abs(error)
         if model.positive_weight(event) > 0.0:
-            self._rank(model, event)
+            shown = self._popular_cache.shown_if_evaluable(model, event, self.k)
+            if shown is not None:
+                self.recommended_items.update(shown.tolist())
+                position = hit_position(model, event, shown)
+                for totals in (self.total, self.current):
+                    totals.positives += 1
+                    if position is not None:
+                        totals.hits += 1
+                        totals.dcg += 1.0 / math.log2(position + 2)
         if self.current.events >= self.window:
             self.close_window()
-
-    def _rank(self, model: RecommenderModel, event: AnyEvent) -> None:
-        user = model.user_index.get(event.user_id)
-        if user is None or model.has_seen(event.user_id, event.item_id):
-            return
-        if self._popular_version != model.events_learned or self._popular is None:
-            self._popular = popular_order(model, self.k + model.settings.history_length)
-            self._popular_version = model.events_learned
-        shown = top_items(model, user, self.k, self._popular)
-        self.recommended_items.update(shown.tolist())
-        target = model.item_index.get(event.item_id)
-        hit_at = np.flatnonzero(shown == target) if target is not None else ()
-        for totals in (self.total, self.current):
-            totals.positives += 1
-            if len(hit_at):
-                totals.hits += 1
-                totals.dcg += 1.0 / math.log2(int(hit_at[0]) + 2)
 
     def close_window(self) -> None:
         """End the current window (also call once at the end of a stream)."""
@@ -109,3 +132,31 @@ class PrequentialEvaluator:
         out["coverage"] = len(self.recommended_items) / n_items if n_items else 0.0
         out["series"] = self.series
         return out
+
+
+class LiveQuality:
+    """Prequential quality on the live stream, sampled, into the metrics' recent windows.
+
+    Evaluating a top-K costs about as much as learning several events, so only every
+    `sample_every`-th valid event is evaluated; the windows still track drift within minutes.
+    """
+
+    def __init__(self, metrics: Metrics, k: int, sample_every: int) -> None:
+        self.metrics = metrics
+        self.k = k
+        self.sample_every = sample_every
+        self._countdown = sample_every
+        self._popular_cache = PopularCache()
+
+    def __call__(self, model: RecommenderModel, event: AnyEvent) -> None:
+        self._countdown -= 1
+        if self._countdown > 0:
+            return
+        self._countdown = self.sample_every
+        if isinstance(event, RatingEvent):
+            predicted = model.predict_rating(event.user_id, event.item_id)
+            self.metrics.record_rating_prediction(predicted, event.rating)
+        if model.positive_weight(event) > 0.0:
+            shown = self._popular_cache.shown_if_evaluable(model, event, self.k)
+            if shown is not None:
+                self.metrics.record_top_k_hit(hit_position(model, event, shown) is not None)

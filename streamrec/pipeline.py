@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from streamrec.bandit import PendingList, PendingRewards, Resolution, SlotPolicy
+from streamrec.evaluation import LiveQuality
 from streamrec.events import AnyEvent, RatingEvent, Recommendation, RecommendedItem
 from streamrec.model import RecommenderModel
 from streamrec.preprocess import DeadLetter, Preprocessor, Record
@@ -69,6 +70,8 @@ class Pipeline:
     ) -> None:
         self.settings = settings
         self.metrics = metrics
+        if observer is None and metrics is not None and settings.online_eval_every:
+            observer = LiveQuality(metrics, settings.k, settings.online_eval_every)
         self.observer = observer
         if state is None:
             state = PipelineState(

@@ -1,9 +1,10 @@
 """One typed settings model for everything streamrec does.
 
 Read from `STREAMREC_*` environment variables (nested with `__`, e.g. `STREAMREC_MODEL__K=20`),
-then an optional config file (`--config FILE`, JSON or TOML), then CLI flags: later sources win. Kafka client options are passed to librdkafka untouched
-(`kafka.consumer` / `kafka.producer` dicts, or `STREAMREC_KAFKA__CONSUMER='{"security.protocol":
-"SASL_SSL", ...}'`), so SASL/SSL and every librdkafka option work without streamrec knowing them.
+then an optional config file (`--config FILE`, JSON or TOML), then CLI flags: later sources win.
+Kafka client options are passed to librdkafka untouched (`kafka.consumer` / `kafka.producer`
+dicts, or `STREAMREC_KAFKA__CONSUMER='{"security.protocol": "SASL_SSL", ...}'`), so SASL/SSL and
+every librdkafka option work without streamrec knowing them.
 """
 
 from __future__ import annotations
@@ -75,6 +76,9 @@ class ModelSettings(_Section):
     click_reward: float = Field(1.0, ge=0)
     purchase_reward: float = Field(2.0, ge=0, description="Purchases may reward more than clicks.")
     max_pending: int = Field(100_000, ge=1, description="Lists awaiting rewards, at most.")
+    online_eval_every: int = Field(
+        20, ge=0, description="Live service: evaluate every Nth event prequentially (0: never)."
+    )
     seed: int = 42
 
     @model_validator(mode="after")

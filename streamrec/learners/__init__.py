@@ -3,15 +3,29 @@
 from streamrec.learners.baselines import RecentUserBias, SGDBaseline, ShrunkBaseline
 from streamrec.learners.dense_mf import DenseBiasedMF, DenseRows
 from streamrec.learners.ensemble import RLSEnsemble, default_members
+from streamrec.learners.factory import (
+    DEFAULT_RANKER,
+    DEFAULT_RATING_MODEL,
+    SPEED_RATING_MODEL,
+    make_ranker,
+    make_rating_model,
+)
 from streamrec.learners.neighbors import ResidualItemKNN
+from streamrec.learners.ranker import SequenceItemKNN
 
 __all__ = [
+    "DEFAULT_RANKER",
+    "DEFAULT_RATING_MODEL",
+    "SPEED_RATING_MODEL",
     "DenseBiasedMF",
     "DenseRows",
     "RLSEnsemble",
     "RecentUserBias",
     "ResidualItemKNN",
     "SGDBaseline",
+    "SequenceItemKNN",
     "ShrunkBaseline",
     "default_members",
+    "make_ranker",
+    "make_rating_model",
 ]

@@ -52,7 +52,9 @@ def produce(
     partition: int | None = None,
 ) -> int:
     """Produce and wait for delivery; keys default to each event's user_id."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True}
+    )
     errors: list[str] = []
     values = list(values)
     key_list = list(keys) if keys is not None else [user_key(v) if v else None for v in values]
@@ -117,3 +119,114 @@ def wait_for(
 
 def headers_of(message: Message) -> dict[str, str]:
     return {k: (v or b"").decode() for k, v in (message.headers() or [])}
+
+
+# Tansu lets a consumer (re)join fastest with a short session: restarts after SIGKILL take ~3 s
+# instead of ~13 s with the defaults. Production keeps librdkafka-friendlier values.
+FAST_GROUP = {"session.timeout.ms": 3000, "heartbeat.interval.ms": 500}
+
+
+class ServiceProcess:
+    """`python -m streamrec.service --progress` in a subprocess, its JSON progress lines read on a
+    thread so the test can wait on them with a deadline."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        import os
+        import queue
+        import subprocess
+        import sys
+        import threading
+
+        self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.last: dict[str, Any] = {}
+        self.summary: dict[str, Any] | None = None
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streamrec.service", "--progress", *args],
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.stderr: list[str] = []
+        threading.Thread(target=self._read_stdout, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+
+    def _read_stdout(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            doc = orjson.loads(line)
+            if "summary" in doc:
+                self.summary = doc["summary"]
+            else:
+                self.lines.put(doc)
+        self.lines.put(None)
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        self.stderr.extend(self.process.stderr)
+
+    def wait_progress(self, condition: Callable[[dict[str, Any]], bool], timeout_s: float) -> None:
+        """Block until a progress line satisfies `condition`; fail on exit or at the deadline."""
+        import queue
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no matching progress in {timeout_s:.0f} s; last {self.last}")
+            try:
+                doc = self.lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if doc is None:
+                raise AssertionError(
+                    f"service exited ({self.process.wait()}) before the expected progress; "
+                    f"last {self.last}; stderr tail: {''.join(self.stderr[-5:])}"
+                )
+            self.last = doc
+            if condition(doc):
+                return
+
+    def kill(self) -> None:
+        import signal
+
+        self.process.send_signal(signal.SIGKILL)
+        self.close()
+
+    def wait(self, timeout_s: float) -> int:
+        try:
+            return self.process.wait(timeout_s)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def ledger_problems(ledgers: Iterable[dict[str, list[list[int]]]], ends: dict[str, int]) -> list:
+    """What is wrong with the union of offset ledgers: offsets learned twice, or never.
+
+    `ends` maps "topic:partition" to the partition's end offset; every offset below it must
+    appear exactly once across all ledgers.
+    """
+    problems: list[str] = []
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for ledger in ledgers:
+        for key, ranges in ledger.items():
+            spans.setdefault(key, []).extend((start, end) for start, end in ranges)
+    for key, end in ends.items():
+        expected = 0
+        for start, stop in sorted(spans.get(key, [])):
+            if start < expected:
+                problems.append(f"{key}: offsets {start}..{min(stop, expected) - 1} learned twice")
+            elif start > expected:
+                problems.append(f"{key}: offsets {expected}..{start - 1} never learned")
+            expected = max(expected, stop)
+        if expected != end:
+            problems.append(f"{key}: learned up to {expected}, partition ends at {end}")
+    return problems

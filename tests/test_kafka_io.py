@@ -45,7 +45,9 @@ def test_broker_module_prints_its_address_and_exits_0_on_sigterm(tmp_path: Path)
                 process.kill()
 
 
-def test_create_topics_is_idempotent(kafka_bootstrap: str, unique_topic: Callable[..., str]) -> None:
+def test_create_topics_is_idempotent(
+    kafka_bootstrap: str, unique_topic: Callable[..., str]
+) -> None:
     topic = unique_topic(partitions=3)
     create_topics(kafka_bootstrap, [topic], partitions=3)  # exists already: no error
 

@@ -82,14 +82,10 @@ class RecommenderModel:
         self.item_first_seen: list[float] = []
         self.rating_model: RatingModel = make_rating_model(
             settings.rating_model,
-            rating_min=settings.rating_min,
-            rating_max=settings.rating_max,
-            seed=settings.seed,
+            rating_scale=(settings.rating_min, settings.rating_max),
             **settings.rating_params,
         )
-        self.ranker: ItemRanker = make_ranker(
-            settings.ranker, seed=settings.seed, **settings.ranker_params
-        )
+        self.ranker: ItemRanker = make_ranker(settings.ranker, **settings.ranker_params)
         self.events_learned = 0
         self.ratings_learned = 0
         self.last_event_time = 0.0
@@ -232,10 +228,8 @@ def _feed(h: Any, obj: Any, active: set[int]) -> None:
             h.update(b"]")
         elif isinstance(obj, set | frozenset):
             _feed(h, sorted(obj, key=_sort_key), active)
-        elif hasattr(obj, "__dict__"):
+        else:  # what pickling would keep: classes drop caches in __getstate__
             h.update(type(obj).__qualname__.encode())
-            _feed(h, vars(obj), active)
-        elif hasattr(obj, "__getstate__"):
             _feed(h, obj.__getstate__(), active)
         active.discard(id(obj))
 

@@ -44,7 +44,7 @@ class ShrunkBaseline(reco.base.Ranker):
     """
 
     def __init__(self, user_shrinkage: float = 3.0, item_shrinkage: float = 3.0) -> None:
-        super().__init__()
+        super().__init__(seed=0)  # River seeds an unused RNG from the OS otherwise
         self.user_shrinkage = user_shrinkage
         self.item_shrinkage = item_shrinkage
         self.n = 0
@@ -104,7 +104,7 @@ class RecentUserBias(reco.base.Ranker):
     """
 
     def __init__(self, alpha: float = 0.2, baseline: ShrunkBaseline | None = None) -> None:
-        super().__init__()
+        super().__init__(seed=0)  # River seeds an unused RNG from the OS otherwise
         self.alpha = alpha
         self.baseline = baseline
         self._baseline = ShrunkBaseline() if baseline is None else baseline.clone()
@@ -148,7 +148,7 @@ class SGDBaseline(reco.base.Ranker):
     """
 
     def __init__(self, learning_rate: float = 0.025) -> None:
-        super().__init__()
+        super().__init__(seed=0)  # River seeds an unused RNG from the OS otherwise
         self.learning_rate = learning_rate
         self.n = 0
         self.mean = 0.0

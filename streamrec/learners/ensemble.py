@@ -109,7 +109,7 @@ class RLSEnsemble(reco.base.Ranker):
         max_trace: float = 100.0,
         rating_scale: tuple[float, float] = (1.0, 5.0),
     ) -> None:
-        super().__init__()
+        super().__init__(seed=0)  # River seeds an unused RNG from the OS otherwise
         self.members = members
         self.user_edges = user_edges
         self.item_edges = item_edges
@@ -171,6 +171,13 @@ class RLSEnsemble(reco.base.Ranker):
             member.learn_one(user, item, y)  # type: ignore[arg-type]
         self.user_count[user] = self.user_count.get(user, 0) + 1
         self.item_count[item] = self.item_count.get(item, 0) + 1
+
+    def __getstate__(self) -> dict[str, typing.Any]:
+        # The one-slot prediction cache is not learned state: leaving it out keeps checkpoints
+        # and model digests independent of which predictions happened to be asked for.
+        state = self.__dict__.copy()
+        state["_cache_key"], state["_cache"] = None, []
+        return state
 
     @classmethod
     def _unit_test_params(cls) -> typing.Iterator[dict[str, typing.Any]]:

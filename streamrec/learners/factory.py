@@ -22,7 +22,10 @@ SPEED_RATING_MODEL = "biased_mf"
 """River BiasedMF semantics (River docs' ML-100K settings), with dense scoring."""
 
 
-def _biased_mf(**params: typing.Any) -> DenseBiasedMF:
+def _biased_mf(
+    rating_scale: tuple[float, float] | None = None, **params: typing.Any
+) -> DenseBiasedMF:
+    # River's BiasedMF has no notion of a scale; the pipeline clips its predictions.
     settings: dict[str, typing.Any] = {
         "n_factors": 10,
         "bias_optimizer": optim.SGD(0.025),

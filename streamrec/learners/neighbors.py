@@ -61,7 +61,7 @@ class ResidualItemKNN(reco.base.Ranker):
         history: int = 100,
         baseline: ShrunkBaseline | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(seed=0)  # River seeds an unused RNG from the OS otherwise
         self.k = k
         self.smoothing = smoothing
         self.history = history
@@ -82,8 +82,9 @@ class ResidualItemKNN(reco.base.Ranker):
         found = []
         for other, residual in residuals.items():
             s = row.get(other)
-            if s is not None:
-                found.append((s / math.sqrt(q_item * square[other]), residual, other))
+            q_other = square.get(other, 0.0)
+            if s is not None and q_other > 0.0:  # an item whose residuals were all exactly 0
+                found.append((s / math.sqrt(q_item * q_other), residual, other))
         if len(found) > self.k:
             found = heapq.nlargest(self.k, found, key=lambda t: abs(t[0]))
         return found

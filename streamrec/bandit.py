@@ -146,10 +146,9 @@ def _mean(p: Any, arm: str) -> float:
 
 
 def _ucb_index(p: bandit.UCB, arm: str) -> float:
-    reward = p._rewards.get(arm)
-    if reward is None or p._counts[arm] == 0:
+    if p._rewards.get(arm) is None or p._counts[arm] == 0:
         return math.inf
-    return float(reward.get()) + p.delta * math.sqrt(2 * math.log(max(p._n, 1)) / p._counts[arm])
+    return _mean(p, arm) + p.delta * math.sqrt(2 * math.log(max(p._n, 1)) / p._counts[arm])
 
 
 def _linucb_index(p: bandit.LinUCBDisjoint, arm: str, context: dict[str, float]) -> float:

@@ -192,7 +192,7 @@ class Pipeline:
                             item_id=model.item_ids[slot.item],
                             score=slot.score,
                             rank=rank,
-                            source=slot.source,  # type: ignore[arg-type]
+                            source=slot.source,
                             propensity=slot.propensity,
                             reason=slot.reason,
                         )

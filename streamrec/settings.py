@@ -143,9 +143,9 @@ class Settings(BaseSettings):
         env_prefix="STREAMREC_", env_nested_delimiter="__", frozen=True, extra="forbid"
     )
 
-    model: ModelSettings = Field(default_factory=ModelSettings)  # type: ignore[arg-type]
+    model: ModelSettings = Field(default_factory=ModelSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    service: ServiceSettings = Field(default_factory=ServiceSettings)  # type: ignore[arg-type]
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
 
 
 def load_settings(config_file: Path | None = None, **overrides: dict[str, Any]) -> Settings:

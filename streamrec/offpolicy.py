@@ -25,7 +25,10 @@ One JSON object per line, one line per *shown slot* (a top-K list gives K lines)
 - `reward`: 0/1 for a click, or any finite float (e.g. revenue); 0 when nothing happened.
 - `source_propensity`: probability that the logging policy filled this slot from `source` at all
   (e.g. 0.1 for an explore slot chosen with probability 0.1). Needed to evaluate source-mixing
-  policies exactly; when absent it is estimated as that source's share at that position.
+  policies; when absent it is estimated as that source's share at that position. In streamrec's
+  lists each source proposes one item per slot, so `propensity` sums the probabilities of every
+  source that proposed the shown item and may exceed `source_propensity`; the source-mixing
+  estimate below is exact only for slots where one source alone proposed the item.
 - `candidates`: the items the policy could have put in this slot (must contain `item_id`). When
   absent the action set is every item in the log.
 - `context`: small flat feature object; validated and kept in the file for future contextual
@@ -113,9 +116,6 @@ class LoggedDecision(BaseModel):
     def _consistent(self) -> LoggedDecision:
         if self.candidates is not None and self.item_id not in self.candidates:
             raise ValueError("candidates must contain the shown item_id")
-        if self.source_propensity is not None and self.propensity > self.source_propensity:
-            # P(item) = P(source) * P(item | source) <= P(source).
-            raise ValueError("propensity cannot exceed source_propensity")
         return self
 
 

@@ -144,6 +144,10 @@ class Pipeline:
             self._record_metrics(result, consumed, rewarded, resolved, started, learned_at)
         return result
 
+    def flush_pending(self) -> list[dict[str, Any]]:
+        """Resolve every list still awaiting rewards (end of a replay); their decision lines."""
+        return self._resolve(self.pending.expire(float("inf")))
+
     def _join_reward(self, event: AnyEvent, rewarded: dict[str, int]) -> None:
         s = self.settings
         value = s.purchase_reward if event.type == "purchase" else s.click_reward

@@ -78,6 +78,7 @@ def replay(
                 events=records,
                 rate=records / elapsed if elapsed > 0 else 0.0,
             )
+        sink.write((), (), pipeline.flush_pending())
     elapsed = time.perf_counter() - started
     evaluator.close_window()
     report: dict[str, Any] = {

@@ -10,7 +10,7 @@ its best achievable click-through rate is known.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,10 @@ class TasteWorld:
     n_items: int = 300
     n_tastes: int = 4
     seed: int = 0
+    # Clicks need affinity above this: 2 makes a random item's click probability ~0.2 (lenient
+    # users, what `generate_events` logs use); the simulator uses a higher bar by default, so
+    # click-through rates look like real ones (a few percent for a random list).
+    click_threshold: float = 2.0
 
     def __post_init__(self) -> None:
         rng = np.random.default_rng(self.seed)
@@ -37,7 +41,7 @@ class TasteWorld:
         self.rng = rng
 
     def affinity(
-        self, users: np.ndarray | int, items: np.ndarray | slice = slice(None)
+        self, users: np.ndarray | int, items: np.ndarray | slice | int = slice(None)
     ) -> np.ndarray:
         """Hidden preference score(s): higher means more likely to click, buy, rate high."""
         tastes = self.user_tastes[users]
@@ -48,17 +52,27 @@ class TasteWorld:
     def click_probability(
         self, users: np.ndarray | int, items: np.ndarray | slice = slice(None)
     ) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-(2.0 * self.affinity(users, items) - 2.0)))
+        return 1.0 / (1.0 + np.exp(-(2.0 * self.affinity(users, items) - self.click_threshold)))
 
     def rating(self, user: int, item: int) -> float:
         noisy = 3.0 + 1.2 * float(self.affinity(user, item)) + self.rng.normal(0.0, 0.6)
         return float(min(5, max(1, round(noisy))))
 
-    def browse(self, user: int) -> int:
-        """An item the user finds on their own: chosen by taste with a softmax."""
-        logits = 2.0 * self.affinity(user)
+    def browse(
+        self, user: int, n_available: int | None = None, exclude: Collection[int] = ()
+    ) -> int:
+        """An item the user finds on their own: chosen by taste with a softmax.
+
+        `n_available` limits the choice to the first items of the catalog: the simulator adds items
+        over time (the rest do not exist yet), so exploration has something new to find.
+        `exclude` (items the user already has) must leave at least one item to choose.
+        """
+        n = self.n_items if n_available is None else n_available
+        logits = 2.0 * self.affinity(user, slice(0, n))
+        if exclude:
+            logits[np.fromiter(exclude, dtype=np.int64)] = -np.inf
         p = np.exp(logits - logits.max())
-        return int(self.rng.choice(self.n_items, p=p / p.sum()))
+        return int(self.rng.choice(n, p=p / p.sum()))
 
 
 def generate_events(

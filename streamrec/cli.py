@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1_000)
     p.add_argument("--rating-scale", type=_scale, help="MIN:MAX of valid ratings (default 1:5)")
     p.add_argument("--rating-model", help="'ensemble' (default, quality) or 'biased_mf' (speed)")
-    p.add_argument("--ranker", help="top-N ranker (default 'knn')")
+    p.add_argument("--ranker", help="top-N ranker: 'knn' (default) or 'mf'")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
     p = add("broker", cmd_broker, "start the embedded Kafka-compatible broker (Tansu)")

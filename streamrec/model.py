@@ -25,6 +25,7 @@ import numpy as np
 from streamrec.events import AnyEvent, RatingEvent
 from streamrec.learners import make_ranker, make_rating_model
 from streamrec.learners.base import IntArray, ItemRanker, RatingModel
+from streamrec.learners.mf_ranker import MFRanker
 from streamrec.settings import ModelSettings
 
 _LN2 = math.log(2.0)
@@ -85,7 +86,12 @@ class RecommenderModel:
             rating_scale=(settings.rating_min, settings.rating_max),
             **settings.rating_params,
         )
-        self.ranker: ItemRanker = make_ranker(settings.ranker, **settings.ranker_params)
+        # The 'mf' ranker reads the rating model's factors, so it is built from it.
+        self.ranker: ItemRanker = (
+            MFRanker(self.rating_model)
+            if settings.ranker == "mf"
+            else make_ranker(settings.ranker, **settings.ranker_params)
+        )
         self.events_learned = 0
         self.ratings_learned = 0
         self.last_event_time = 0.0
@@ -139,7 +145,8 @@ class RecommenderModel:
         weight = self.positive_weight(event)
         if weight > 0.0:
             positives = self.positives[u]
-            self.ranker.learn_one(u, i, weight, np.array(positives, dtype=np.int64))
+            if getattr(self.ranker, "learns", True):
+                self.ranker.learn_one(u, i, weight, np.array(positives, dtype=np.int64))
             _append_bounded(positives, i, self.settings.history_length)
             self.popularity.add(i, event.timestamp, weight)
         _append_bounded(self.seen[u], i, self.settings.history_length)

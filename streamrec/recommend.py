@@ -85,11 +85,9 @@ def top_items(model: RecommenderModel, user: int | None, k: int, popular: IntArr
     """What the model alone would show (its picks, then popular fill): used for evaluation."""
     if user is None:
         return popular[:k]
-    exclude = model.seen_items(user)
-    items, scores = model.ranker.candidates(user, model.positive_items(user))
-    best, _ = _top(items, scores, exclude, k)
+    ((best, _),) = _model_picks(model, [user], k)
     picked = best.tolist()
-    return np.array(picked + _fill(picked, exclude, popular, k), dtype=np.int64)
+    return np.array(picked + _fill(picked, model.seen_items(user), popular, k), dtype=np.int64)
 
 
 def _model_picks(
@@ -103,13 +101,23 @@ def _model_picks(
             items, scores = model.ranker.candidates(user, model.positive_items(user))
             picks.append(_top(items, scores, model.seen_items(user), k))
         return picks
-    all_items = np.arange(model.n_items, dtype=np.int64)
+    n = model.n_items
     for start in range(0, len(users), DENSE_BLOCK_USERS):
-        block = list(users[start : start + DENSE_BLOCK_USERS])
-        scores = dense(np.array(block, dtype=np.int64))
+        block = users[start : start + DENSE_BLOCK_USERS]
+        scores = dense(np.asarray(block, dtype=np.int64), n)
         for row, user in enumerate(block):
-            picks.append(_top(all_items, scores[row, : model.n_items], model.seen_items(user), k))
+            picks.append(_top_dense(scores[row], model.seen_items(user), k))
     return picks
+
+
+def _top_dense(scores: FloatArray, exclude: IntArray, k: int) -> tuple[IntArray, FloatArray]:
+    """The k best items of a full score row, `exclude` masked out; ties broken by item index."""
+    scores[exclude] = -np.inf  # the row is a scratch copy from the matrix product
+    k = min(k, len(scores))
+    best = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    best = best[np.isfinite(scores[best])]
+    order = np.lexsort((best, -scores[best]))
+    return best[order].astype(np.int64), scores[best[order]]
 
 
 def recommend(

@@ -33,7 +33,11 @@ class ModelSettings(_Section):
     rating_params: dict[str, Any] = Field(
         default_factory=dict, description="Keyword arguments for the rating model."
     )
-    ranker: str = Field("knn", description="Top-N ranking model learned from positive events.")
+    ranker: str = Field(
+        "knn",
+        description="Top-N ranker: 'knn' (learns from positive events) or 'mf' (ranks by the"
+        " rating model's predicted rating; the speed configuration for rating streams).",
+    )
     ranker_params: dict[str, Any] = Field(default_factory=dict)
     rating_min: float = Field(1.0, description="Lowest valid rating.")
     rating_max: float = Field(5.0, description="Highest valid rating.")

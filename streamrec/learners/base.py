@@ -36,6 +36,9 @@ class RatingModel(Protocol):
 
 @runtime_checkable
 class ItemRanker(Protocol):
+    """A ranker may set `learns = False` when it only reads another model (the pipeline then
+    skips `learn_one` and the history copy it needs)."""
+
     def learn_one(self, user: int, item: int, weight: float, history: IntArray) -> None:
         """Learn that `user` interacted positively with `item`.
 

@@ -237,6 +237,15 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (_, text) in DELEGATED.items():  # listed here; parsed by their own modules
         sub.add_parser(name, help=text, add_help=False)
 
+    from streamrec import simulate
+
+    p = add(
+        "simulate",
+        simulate.main,
+        "closed loop: simulated users with hidden tastes answer streamrec's lists",
+    )
+    simulate.add_arguments(p)
+
     p = add("report", cmd_report, "plot a replay report's per-window series to a PNG")
     p.add_argument("report", type=Path)
     p.add_argument("--out", type=Path, default=Path("report.png"))

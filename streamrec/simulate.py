@@ -203,6 +203,7 @@ class SimulationReport:
     discovery: Discovery
     series: list[dict[str, Any]]
     options: dict[str, Any]
+    consumer: dict[str, Any] | None = None  # Kafka: the consumer's run summary, if we ran it
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready; top-level `ctr` and friends are the overall rates (what plots compare)."""
@@ -581,6 +582,7 @@ class ServiceProcess:
         self.workdir = workdir
         self.log_path = workdir / "service.log"
         self.out_path = workdir / "service.out"
+        self.summary: dict[str, Any] = {}  # its RunSummary, once stopped
         config = settings.model_dump(mode="json")
         config["service"].pop("checkpoint_key", None)
         config["service"]["log_level"] = log_level
@@ -636,8 +638,9 @@ class ServiceProcess:
             with contextlib.suppress(orjson.JSONDecodeError):
                 data = orjson.loads(line)
                 if isinstance(data, dict) and "summary" in data:
-                    return dict(data["summary"])
-        return {}
+                    self.summary = dict(data["summary"])
+                    break
+        return self.summary
 
 
 # ---- the loop -------------------------------------------------------------------------------
@@ -716,6 +719,9 @@ def simulate(
     bootstrap_servers: str | None = None,
     start_consumer: bool = True,
     on_window: Callable[[dict[str, Any]], None] | None = None,
+    on_service: Callable[[ServiceProcess, Settings], None] | None = None,
+    before_stop: Callable[[], None] | None = None,
+    workdir: Path | None = None,
 ) -> SimulationReport:
     """Run the closed loop once and report streamrec's CTR beside oracle, random and popular.
 
@@ -723,19 +729,35 @@ def simulate(
     `settings.kafka.recommendations_topic` on `bootstrap_servers` (an embedded broker is started
     when it is None). With `start_consumer` the streamrec service runs in a background thread
     (state in a temporary directory unless `settings.service.state_dir` was set explicitly);
-    without it, something else must be consuming (e.g. `streamrec run`).
+    without it, something else must be consuming (e.g. `streamrec run`). `on_service` is called
+    once the consumer started, `before_stop` after the last batch while everything still runs;
+    logs and state go to `workdir` (default: a temporary directory).
     """
     model_settings = settings.model
     k = model_settings.k
     started = time.perf_counter()
+    services: list[ServiceProcess] = []
     with ExitStack() as stack:
         if transport == "in-process":
             users = Users(options, k)
             loop: Loop = InProcessLoop(model_settings)
         elif transport == "kafka":
             users = Users(options, k, run_token=f"-{uuid.uuid4().hex[:8]}")
+
+            def remember(service: ServiceProcess, service_settings: Settings) -> None:
+                services.append(service)
+                if on_service is not None:
+                    on_service(service, service_settings)
+
             loop = stack.enter_context(
-                kafka_loop(settings, options, bootstrap_servers, start_consumer)
+                kafka_loop(
+                    settings,
+                    options,
+                    bootstrap_servers,
+                    start_consumer,
+                    workdir=workdir,
+                    on_service=remember,
+                )
             )
         else:
             raise StreamrecError(f"unknown transport {transport!r}: in-process or kafka")
@@ -744,7 +766,10 @@ def simulate(
                 loop, users, options, on_window=_both(on_window, progress)
             )
         timeouts = getattr(loop, "timeouts", 0)
+        if before_stop is not None:
+            before_stop()
     seconds = time.perf_counter() - started
+    consumer = services[0].summary if services else None
     return SimulationReport(
         transport=transport,
         exploration=model_settings.exploration,
@@ -770,6 +795,7 @@ def simulate(
         discovery=users.discovery(),
         series=series,
         options=asdict(options),
+        consumer=consumer,
     )
 
 

@@ -150,6 +150,7 @@ class Worker:
         self.restored = False
         self.failed = False  # after an error, callbacks must not checkpoint or commit
         self.changed = False  # positions moved since the last commit point
+        self.rebalances = 0  # callbacks so far (the idle clock restarts at each)
         self.since_checkpoint = 0
         self.last_checkpoint = time.monotonic()
         self.last_checkpoint_path: Path | None = None
@@ -195,6 +196,7 @@ class Worker:
     # -- rebalance callbacks --
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.rebalances += 1
         if self.metrics is not None:
             self.metrics.rebalances_total.labels(kind="assign").inc()
         committed = consumer.committed(partitions, timeout=30) if partitions else []
@@ -226,6 +228,7 @@ class Worker:
         return committed
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.rebalances += 1
         if self.metrics is not None:
             self.metrics.rebalances_total.labels(kind="revoke").inc()
         if partitions and self.changed and not self.failed:
@@ -243,6 +246,7 @@ class Worker:
         Whatever was learned since the last checkpoint may overlap with its work, so it is
         discarded by reloading the last checkpoint; owned partitions restart from there.
         """
+        self.rebalances += 1
         if self.metrics is not None:
             self.metrics.rebalances_total.labels(kind="lost").inc()
         log.warning(
@@ -302,15 +306,15 @@ class Worker:
             if error is not None:
                 _on_consumer_error(error)
                 continue
-            key = (message.topic() or "", message.partition() or 0)
-            offset = message.offset() or 0
+            record = to_record(message)
+            key = (record.topic, record.partition)
             if key not in positions:
                 continue  # fetched before a revoke: no longer ours
             position = positions[key]
-            if position is not None and offset < position:
+            if position is not None and record.offset < position:
                 continue  # fetched before a seek back: already in the model
-            positions[key] = offset + 1
-            records.append(to_record(message))
+            positions[key] = record.offset + 1
+            records.append(record)
         if not records:
             return BatchResult()
         keyless: list[DeadLetter] = []
@@ -531,7 +535,10 @@ def run(
             on_revoke=worker.on_revoke,
             on_lost=worker.on_lost,
         )
-        last_record = None  # monotonic time of the last record, or of the first assignment
+        # Idle time counts from the last record or the last rebalance, whichever is later, and
+        # only while partitions are owned: waiting for the group is not being idle.
+        last_record: float | None = None
+        rebalances_seen = -1
         with _stop_on_signals(stop, service.shutdown_timeout_s, handle_signals) as signals:
             while not stop.is_set():
                 want = service.batch_size
@@ -547,8 +554,10 @@ def run(
                     last_record = now
                     if on_batch is not None:
                         on_batch(worker.snapshot())
-                elif last_record is None and worker.positions:
-                    last_record = now  # idle time counts from the first assignment
+                if not worker.positions:
+                    last_record = None
+                elif last_record is None or worker.rebalances != rebalances_seen:
+                    last_record, rebalances_seen = now, worker.rebalances
                 sink.poll()
                 if worker.checkpoint_due():
                     worker.commit_point("interval")
@@ -661,4 +670,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module, not this `__main__` copy: pickled classes (ServiceState) must be
+    # named `streamrec.service.*`, or checkpoints written here would not load under `streamrec run`.
+    from streamrec.service import main as _main
+
+    sys.exit(_main())

@@ -51,16 +51,15 @@ METRICS_SHOWN = (
 )
 
 
-def demo_settings(base: Settings | None = None, state_dir: Path | None = None) -> Settings:
-    """The simulator's model defaults, metrics on a free local port, optional state dir."""
+def demo_settings(base: Settings | None = None) -> Settings:
+    """The simulator's model defaults and metrics on a free local port."""
     from streamrec.broker import free_port
 
     base = base or Settings()
     model = base.model.model_copy(update=SIMULATION_MODEL_DEFAULTS)
-    service_update: dict[str, Any] = {"metrics_host": "127.0.0.1", "metrics_port": free_port()}
-    if state_dir is not None:
-        service_update["state_dir"] = state_dir
-    service = base.service.model_copy(update=service_update)
+    service = base.service.model_copy(
+        update={"metrics_host": "127.0.0.1", "metrics_port": free_port()}
+    )
     return base.model_copy(update={"model": model, "service": service})
 
 
@@ -92,7 +91,7 @@ def run_demo(
 ) -> int:
     """Broker → consumer process → simulated users over Kafka → summary. Returns the exit code."""
     console = console or Console(stderr=True)
-    settings = demo_settings(settings, state_dir)
+    settings = demo_settings(settings)
     metrics_url = f"http://127.0.0.1:{settings.service.metrics_port}/metrics"
     live = console.is_terminal
     options = replace(options, events=events, progress=live)
@@ -143,6 +142,7 @@ def run_demo(
             on_service=on_service,
             before_stop=before_stop,
             workdir=Path(workdir),
+            state_dir=state_dir,
         )
         elapsed = time.monotonic() - started
     console.print(summary_table(report))
@@ -231,3 +231,19 @@ def main(args: argparse.Namespace) -> int:
 
 
 __all__ = ["DEMO_EVENTS", "add_arguments", "demo_settings", "main", "run_demo", "scrape"]
+
+
+if __name__ == "__main__":  # `python -m streamrec.demo` until the CLI wires it in
+    import os
+
+    from streamrec.errors import StreamrecError
+
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    _parser = argparse.ArgumentParser(prog="python -m streamrec.demo", description=__doc__)
+    _parser.add_argument("--config", type=Path, help="settings file (JSON or TOML)")
+    add_arguments(_parser)
+    try:
+        sys.exit(main(_parser.parse_args()))
+    except StreamrecError as _exc:
+        print(f"streamrec: error: {_exc}", file=sys.stderr)
+        sys.exit(2)

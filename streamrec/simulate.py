@@ -21,8 +21,8 @@ realised CTR and its expected CTR (the hidden probabilities of what it actually 
 
 One loop, two transports: **in-process** drives `Pipeline.process` batch by batch (fast and
 deterministic: tests and measurements), **Kafka** produces events to the events topic and reads
-lists back from the recommendations topic while the streamrec consumer service runs (in a
-background thread here, or anywhere else). After each batch the Kafka loop waits, with a
+lists back from the recommendations topic while the streamrec consumer runs (started here as a
+child process, or anywhere else). After each batch the Kafka loop waits, with a
 deadline, until every user who acted got a fresh list, so both transports see lists equally fresh.
 """
 
@@ -722,14 +722,16 @@ def simulate(
     on_service: Callable[[ServiceProcess, Settings], None] | None = None,
     before_stop: Callable[[], None] | None = None,
     workdir: Path | None = None,
+    state_dir: Path | None = None,
 ) -> SimulationReport:
     """Run the closed loop once and report streamrec's CTR beside oracle, random and popular.
 
     `transport="kafka"`: events go to `settings.kafka.topics[0]` and lists are read from
     `settings.kafka.recommendations_topic` on `bootstrap_servers` (an embedded broker is started
-    when it is None). With `start_consumer` the streamrec service runs in a background thread
-    (state in a temporary directory unless `settings.service.state_dir` was set explicitly);
-    without it, something else must be consuming (e.g. `streamrec run`). `on_service` is called
+    when it is None). With `start_consumer` the streamrec consumer runs as a child process, its
+    checkpoints in `state_dir` (default: a temporary directory, whatever the settings say, so a
+    simulation never resumes an unrelated model); without it, something else must be consuming
+    (e.g. `streamrec run`). `on_service` is called
     once the consumer started, `before_stop` after the last batch while everything still runs;
     logs and state go to `workdir` (default: a temporary directory).
     """
@@ -756,6 +758,7 @@ def simulate(
                     bootstrap_servers,
                     start_consumer,
                     workdir=workdir,
+                    state_dir=state_dir,
                     on_service=remember,
                 )
             )
@@ -807,14 +810,14 @@ def kafka_loop(
     start_consumer: bool,
     *,
     workdir: Path | None = None,
+    state_dir: Path | None = None,
     on_service: Callable[[ServiceProcess, Settings], None] | None = None,
 ) -> Iterator[KafkaLoop]:
     """Broker (embedded if no address) + topics + optional consumer process + the loop.
 
-    The consumer's state goes to a temporary directory unless `settings.service.state_dir` was
-    set explicitly. Teardown runs in reverse: loop clients, consumer (graceful), broker.
-    `on_service(process, settings)` is called once the consumer was started (the demo prints
-    where its metrics are).
+    The consumer's checkpoints go to `state_dir`, or `workdir/state`. Teardown runs in reverse:
+    loop clients, consumer (graceful), broker. `on_service(process, settings)` is called once the
+    consumer was started (the demo prints where its metrics are).
     """
     from streamrec.kafka_io import create_topics
 
@@ -833,11 +836,10 @@ def kafka_loop(
         )
         service: ServiceProcess | None = None
         if start_consumer:
-            if "state_dir" not in settings.service.model_fields_set:
-                state = workdir / "state"
-                state.mkdir(exist_ok=True)
-                service_settings = settings.service.model_copy(update={"state_dir": state})
-                settings = settings.model_copy(update={"service": service_settings})
+            state = state_dir or workdir / "state"
+            state.mkdir(parents=True, exist_ok=True)
+            service_settings = settings.service.model_copy(update={"state_dir": state})
+            settings = settings.model_copy(update={"service": service_settings})
             service = ServiceProcess(settings, workdir)
             stack.push(_stopper(service))
             if on_service is not None:
@@ -970,7 +972,15 @@ def summary_table(report: SimulationReport) -> Table:
     return table
 
 
-def comparison_table(reports: Sequence[SimulationReport]) -> Table:
+@dataclass
+class PolicyFailure:
+    """A policy whose run raised: the comparison goes on and shows why this row is missing."""
+
+    exploration: str
+    error: str
+
+
+def comparison_table(reports: Sequence[SimulationReport | PolicyFailure]) -> Table:
     """One row per exploration policy: second-half CTRs and new-item discovery."""
     table = Table(title="exploration policies, second half of each run (expected CTR per slot)")
     for column in (
@@ -987,7 +997,13 @@ def comparison_table(reports: Sequence[SimulationReport]) -> Table:
         "shown ≤250",
     ):
         table.add_column(column, justify="right")
+    failures = [r for r in reports if isinstance(r, PolicyFailure)]
+    if failures:
+        table.caption = "; ".join(f"{f.exploration} failed: {f.error}" for f in failures)
     for r in reports:
+        if isinstance(r, PolicyFailure):
+            table.add_row(r.exploration, "[red]failed[/]", *[""] * 9)
+            continue
         h, d = r.second_half, r.discovery
         ratio = (
             h["expected_ctr"] / h["oracle_ctr"] if h["expected_ctr"] and h["oracle_ctr"] else None
@@ -1010,12 +1026,20 @@ def comparison_table(reports: Sequence[SimulationReport]) -> Table:
 
 def compare_policies(
     settings: Settings, options: SimulationOptions, policies: Sequence[str]
-) -> list[SimulationReport]:
-    """The same world, seed and budget in-process under each exploration policy."""
-    reports = []
+) -> list[SimulationReport | PolicyFailure]:
+    """The same world, seed and budget in-process under each exploration policy.
+
+    A policy that raises becomes a `PolicyFailure` row (logged with its traceback) instead of
+    hiding the measurements of the others.
+    """
+    reports: list[SimulationReport | PolicyFailure] = []
     for policy in policies:
         model = settings.model.model_copy(update={"exploration": policy})
-        reports.append(simulate(settings.model_copy(update={"model": model}), options))
+        try:
+            reports.append(simulate(settings.model_copy(update={"model": model}), options))
+        except Exception as exc:
+            log.exception("exploration policy %s failed", policy)
+            reports.append(PolicyFailure(policy, f"{type(exc).__name__}: {exc}"))
     return reports
 
 
@@ -1066,6 +1090,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="do not start the streamrec consumer: one is already running (`streamrec run`)",
     )
     parser.add_argument("--state-dir", type=Path, help="consumer checkpoints (default: temp dir)")
+    parser.add_argument(
+        "--metrics-port", type=int, default=0, help="consumer's /metrics port (default: off)"
+    )
     parser.add_argument("--report", type=Path, help="write the JSON report here")
     parser.add_argument("--quiet", action="store_true", help="no live progress or table")
 
@@ -1080,7 +1107,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         if value is not None:
             model[name] = value
     kafka = {"bootstrap_servers": getattr(args, "bootstrap_servers", None)}
-    service = {"state_dir": getattr(args, "state_dir", None)}
+    service = {"metrics_port": getattr(args, "metrics_port", 0)}
     return load_settings(getattr(args, "config", None), model=model, kafka=kafka, service=service)
 
 
@@ -1105,6 +1132,8 @@ def main(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     options = options_from_args(args)
     console = Console(stderr=True)
+    if not console.is_terminal:
+        console = Console(stderr=True, width=140)  # piped or logged: no terminal to fit
     if args.policies:
         policies = POLICY_NAMES if args.policies == "all" else tuple(args.policies.split(","))
         unknown = [p for p in policies if p not in POLICY_NAMES]
@@ -1116,21 +1145,22 @@ def main(args: argparse.Namespace) -> int:
         if not args.quiet:
             console.print(comparison_table(reports))
         if args.report:
+            runs = [r.as_dict() if isinstance(r, SimulationReport) else asdict(r) for r in reports]
             args.report.parent.mkdir(parents=True, exist_ok=True)
             args.report.write_bytes(
                 orjson.dumps(
-                    {"kind": "simulation-comparison", "runs": [r.as_dict() for r in reports]},
-                    option=orjson.OPT_INDENT_2,
+                    {"kind": "simulation-comparison", "runs": runs}, option=orjson.OPT_INDENT_2
                 )
                 + b"\n"
             )
-        return 0
+        return 1 if any(isinstance(r, PolicyFailure) for r in reports) else 0
     report = simulate(
         settings,
         options,
         transport=args.transport,
         bootstrap_servers=args.bootstrap_servers,
         start_consumer=not args.no_consumer,
+        state_dir=args.state_dir,
     )
     if not args.quiet:
         console.print(summary_table(report))
@@ -1154,3 +1184,14 @@ __all__ = [
     "summary_table",
     "write_report",
 ]
+
+
+if __name__ == "__main__":  # `python -m streamrec.simulate ...` until the CLI wires it in
+    _parser = argparse.ArgumentParser(prog="python -m streamrec.simulate", description=__doc__)
+    _parser.add_argument("--config", type=Path, help="settings file (JSON or TOML)")
+    add_arguments(_parser)
+    try:
+        sys.exit(main(_parser.parse_args()))
+    except StreamrecError as _exc:
+        print(f"streamrec: error: {_exc}", file=sys.stderr)
+        sys.exit(2)

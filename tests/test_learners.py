@@ -255,17 +255,113 @@ def test_ranker_purchase_weight_counts_more() -> None:
     ranker = SequenceItemKNN()
     ranker.learn_one(0, 1, 1.0, _history([0]))
     ranker.learn_one(1, 2, 3.0, _history([0]))
-    assert ranker.links[0][2] == 3 * ranker.links[0][1]
+    assert ranker.link(0, 2) == 3 * ranker.link(0, 1) > 0.0
+    assert ranker.link(1, 0) == ranker.link(0, 1)  # links are symmetric
+    assert ranker.link(1, 2) == 0.0 and ranker.link(99, 0) == 0.0
 
 
-def test_ranker_neighbour_lists_are_capped() -> None:
-    ranker = SequenceItemKNN(window=50, max_neighbours=10)
-    rng = random.Random(1)
-    for user in range(200):
-        seq = rng.sample(range(500), 30)
+def _reference_scores(
+    sequences: list[list[int]], history: list[int], params: dict
+) -> dict[int, float]:
+    """The ranker's formula written out with dicts and no cap, to check the tables against."""
+    links: dict[tuple[int, int], float] = {}
+    counts: dict[int, float] = {}
+    for seq in sequences:
+        for k, item in enumerate(seq):
+            counts[item] = counts.get(item, 0.0) + 1.0
+            w = 1.0
+            for other in reversed(seq[max(0, k - params["window"]) : k]):
+                for a, b in ((item, other), (other, item)):
+                    links[a, b] = links.get((a, b), 0.0) + w
+                w *= params["proximity_decay"]
+    scores: dict[int, float] = {}
+    for age, h in enumerate(reversed(history[-params["recent"] :])):
+        r = params["recency_decay"] ** age * (params["last_boost"] if age == 0 else 1.0)
+        for (a, b), link in links.items():
+            if a == h:
+                scores[b] = scores.get(b, 0.0) + r * link / counts[h] ** params["alpha"]
+    return {b: v / counts[b] ** params["beta"] for b, v in scores.items()}
+
+
+def test_ranker_tables_match_the_dict_formula() -> None:
+    params = {
+        "window": 4,
+        "proximity_decay": 0.8,
+        "recent": 3,
+        "recency_decay": 0.7,
+        "alpha": 0.4,
+        "beta": 0.6,
+        "last_boost": 2.0,
+    }
+    ranker = SequenceItemKNN(**params, max_neighbours=64)  # wide enough: nothing is pruned
+    rng = random.Random(5)
+    sequences = [rng.sample(range(40), 8) for _ in range(30)]
+    for user, seq in enumerate(sequences):
         for k, item in enumerate(seq):
             ranker.learn_one(user, item, 1.0, _history(seq[:k]))
-    assert max(len(row) for row in ranker.links.values()) <= 20
+    history = [3, 17, 25, 8]
+    items, scores = ranker.candidates(0, _history(history))
+    expected = _reference_scores(sequences, history, params)
+    assert set(items.tolist()) == set(expected)
+    for item, score in zip(items.tolist(), scores.tolist(), strict=True):
+        assert score == pytest.approx(expected[item], rel=1e-5)
+
+
+def test_ranker_neighbour_lists_stay_capped_on_many_items() -> None:
+    """Memory is bounded by the cap: a stream over 20,000 items never widens any row."""
+    ranker = SequenceItemKNN(window=30, max_neighbours=16)
+    rng = np.random.default_rng(1)
+    # Zipf-like popularity: a few items co-occur with thousands of others.
+    popular = np.minimum(rng.zipf(1.3, size=60_000), 20_000) - 1
+    for user in range(2_000):
+        seq = list(dict.fromkeys(popular[user * 30 : (user + 1) * 30].tolist()))
+        for k, item in enumerate(seq):
+            ranker.learn_one(user, item, 1.0, _history(seq[:k]))
+    lengths = ranker.lengths[: ranker.n_rows]
+    assert lengths.max() == 16  # popular rows filled up and were pruned, not widened
+    assert ranker.neighbours.shape[1] == ranker.weights.shape[1] == 16
+    assert ranker.neighbour_table_bytes() == ranker.n_rows * 16 * 8
+    # Pruning keeps the strongest links of the most popular item.
+    row = int(np.argmax(ranker.counts))
+    kept = ranker.weights[row, : lengths[row]]
+    assert kept.min() > 0.0 and (ranker.neighbours[row, : lengths[row]] != row).all()
+    stored = set(ranker.neighbours[row, : lengths[row]].tolist())
+    assert len(stored) == lengths[row]  # no neighbour twice in a row
+
+
+def test_ranker_is_deterministic_and_pickles() -> None:
+    def train() -> SequenceItemKNN:
+        ranker = SequenceItemKNN(max_neighbours=8, link_decay=0.999)
+        rng = random.Random(3)
+        for user in range(50):
+            seq = rng.sample(range(300), 20)
+            for k, item in enumerate(seq):
+                ranker.learn_one(user, item, 1.0, _history(seq[:k]))
+        return ranker
+
+    a, b = train(), train()
+    a.candidates(0, _history([1, 2, 3]))  # fills the read cache: must not change the state
+    assert pickle.dumps(a) == pickle.dumps(b)
+    restored = pickle.loads(pickle.dumps(a))
+    for ranker in (a, restored):
+        ranker.learn_one(7, 5, 1.0, _history([1, 2, 3]))
+    assert pickle.dumps(restored) == pickle.dumps(a)
+    items, scores = restored.candidates(1, _history([5, 2]))
+    np.testing.assert_array_equal(items, a.candidates(1, _history([5, 2]))[0])
+    np.testing.assert_array_equal(scores, a.candidates(1, _history([5, 2]))[1])
+
+
+def test_ranker_link_decay_lets_new_links_win() -> None:
+    """With fading links, a pair seen often long ago loses to a pair seen lately."""
+    for decay, newer_wins in ((1.0, False), (0.99, True)):
+        ranker = SequenceItemKNN(link_decay=decay)
+        for user in range(30):
+            ranker.learn_one(user, 1, 1.0, _history([0]))
+        for user in range(300):  # unrelated traffic: time passes
+            ranker.learn_one(100 + user, 10 + user % 50, 1.0, _history([9]))
+        for user in range(10):
+            ranker.learn_one(1000 + user, 2, 1.0, _history([0]))
+        assert (ranker.link(0, 2) > ranker.link(0, 1)) == newer_wins
 
 
 def test_ranker_reads_create_no_state() -> None:
@@ -273,12 +369,13 @@ def test_ranker_reads_create_no_state() -> None:
     assert isinstance(ranker, SequenceItemKNN)
     for k, item in enumerate([0, 1, 2, 3, 4]):
         ranker.learn_one(0, item, 1.0, _history(list(range(k))))
-    before = (len(ranker.links), len(ranker.counts), ranker.n_links)
+    before = pickle.dumps(ranker)
     for user in range(100):
-        ranker.candidates(1000 + user, _history([user, 9999]))
+        ranker.candidates(1000 + user, _history([user, 9999, -1]))
         ranker.explain(1000 + user, _history([user, 9999]), 12345)
-    assert (len(ranker.links), len(ranker.counts), ranker.n_links) == before
+    assert pickle.dumps(ranker) == before
     assert len(ranker.candidates(1, _history([]))[0]) == 0
+    assert ranker.explain(1, _history([]), 3) is None
 
 
 def test_factory_rejects_unknown_names() -> None:

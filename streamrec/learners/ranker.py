@@ -1,31 +1,57 @@
-"""Incremental item-kNN for positive-only feedback, weighted by closeness in the user's sequence."""
+"""Incremental item-kNN for positive-only feedback, weighted by closeness in the user's sequence.
+
+The neighbour lists live in two fixed-width numpy tables (one row per item: neighbour index and
+link weight), not in per-item dicts. Memory is then a known `8 · max_neighbours` bytes per item
+(2.4 KB per item at the default 300 neighbours: 240 MB for 100k items), and scoring a user is one gather of the rows of their
+recent items plus one `bincount`, instead of a Python loop over tens of thousands of links.
+"""
 
 from __future__ import annotations
 
 import typing
 
 import numpy as np
+import numpy.typing as npt
 from river import base
 
 from streamrec.learners.base import FloatArray, IntArray
 
 __all__ = ["SequenceItemKNN"]
 
+Float32Array = npt.NDArray[np.float32]
+
+
+class _Gathered(typing.NamedTuple):
+    rows: IntArray  # the user's recent known items, most recent first
+    neighbours: npt.NDArray[np.int32]  # (rows, width) their neighbour tables
+    contributions: FloatArray  # (rows, width) link weight × recency / count^alpha
+
+
+_INITIAL_ROWS = 64
+_REBASE_AT = 2.0**40
+"""With `link_decay`, new links are added scaled up by `1 / link_decay` per event instead of every
+old link shrinking (one multiply instead of millions); the tables are divided back down once the
+factor passes this, far below float32's range (3e38)."""
+
+_DENSE_FACTOR = 8
+"""Candidate scores are summed with a dense `bincount` over the catalog when it is at most this
+many times larger than the number of gathered links, else over the unique gathered items only."""
+
 
 class SequenceItemKNN(base.Estimator):
-    """Item-to-item co-occurrence where items consumed close together count more.
+    """Item-to-item co-occurrence where items consumed close together, and recently, count more.
 
     Learning item `i` after history `h` adds `weight · proximity_decay^(d−1)` to the link between
     `i` and each of the last `window` history items, where `d` is how many steps back that item
-    is. Links are symmetric and kept in sparse per-item neighbour lists; a list that grows past
-    `2 · max_neighbours` is pruned to its `max_neighbours` strongest links, so memory per item is
-    bounded by the cap and no items × items matrix ever exists (100k items × 400 links of
-    (int, float) ≈ 4 GB in dicts at the very worst; far less in practice because most items have
-    few links).
+    is. Links are symmetric. Each item keeps at most `max_neighbours` links: when its row is full,
+    the weakest quarter is dropped, so memory is bounded by the cap and no items × items matrix
+    ever exists. With `link_decay < 1`, every link and item count fades by that factor per learned
+    event, so new co-occurrences can displace stale ones and fading items stop being recommended.
 
     Scoring a user sums, over the user's last `recent` items, `recency_decay^age` times the link
-    strength normalised as `link / (n_j^alpha · n_k^(1−alpha))`, where `n` counts weighted
-    positives per item: popular items would otherwise neighbour everything.
+    strength normalised as `link / (n_h^alpha · n_c^beta)`, where `n` counts weighted (faded)
+    positives per item, `h` is the history item and `c` the candidate: popular items would
+    otherwise neighbour everything. The most recent item's weight is multiplied by `last_boost`.
 
     Parameters
     ----------
@@ -38,9 +64,16 @@ class SequenceItemKNN(base.Estimator):
     recency_decay
         Weight multiplier per step back in the user's history when scoring.
     alpha
-        Normalisation exponent on the history item's count (the rest goes on the candidate's).
+        Normalisation exponent on the history item's count.
+    beta
+        Normalisation exponent on the candidate's count (smaller favours popular candidates).
+    last_boost
+        Extra weight of the user's most recent item when scoring.
+    link_decay
+        Per-event fading of links and counts (1.0: never forget). Counted in learned events, not
+        seconds, so it does not depend on how busy the stream is in wall-clock time.
     max_neighbours
-        Links kept per item after pruning.
+        Links kept per item (the width of the neighbour tables).
 
     Examples
     --------
@@ -56,6 +89,8 @@ class SequenceItemKNN(base.Estimator):
     1
     >>> ranker.explain(3, np.array([4, 0], dtype=np.int64), 1)
     0
+    >>> ranker.neighbour_table_bytes() // ranker.n_rows  # bytes per item: index + weight
+    2400
 
     """
 
@@ -66,70 +101,233 @@ class SequenceItemKNN(base.Estimator):
         recent: int = 20,
         recency_decay: float = 0.9,
         alpha: float = 0.5,
-        max_neighbours: int = 200,
+        beta: float = 0.5,
+        last_boost: float = 1.0,
+        link_decay: float = 1.0,
+        max_neighbours: int = 300,
     ) -> None:
+        if max_neighbours < 4:
+            raise ValueError("max_neighbours must be at least 4")
+        if not 0.0 < link_decay <= 1.0:
+            raise ValueError("link_decay must be in (0, 1]")
         self.window = window
         self.proximity_decay = proximity_decay
         self.recent = recent
         self.recency_decay = recency_decay
         self.alpha = alpha
+        self.beta = beta
+        self.last_boost = last_boost
+        self.link_decay = link_decay
         self.max_neighbours = max_neighbours
-        self.links: dict[int, dict[int, float]] = {}
-        self.counts: dict[int, float] = {}
+        width = max_neighbours
+        self.events = 0  # positives learned
+        self.n_rows = 0  # one past the highest item index learned
+        self.neighbours: npt.NDArray[np.int32] = np.zeros((_INITIAL_ROWS, width), dtype=np.int32)
+        self.weights: npt.NDArray[np.float32] = np.zeros((_INITIAL_ROWS, width), dtype=np.float32)
+        self.lengths: npt.NDArray[np.int32] = np.zeros(_INITIAL_ROWS, dtype=np.int32)
+        self.counts: FloatArray = np.zeros(_INITIAL_ROWS, dtype=np.float64)
+        self._slots = np.arange(max_neighbours, dtype=np.int32)
+        self._position = np.full(_INITIAL_ROWS, -1, dtype=np.int32)
+        self._proximity = (proximity_decay ** np.arange(max(window, 1))).astype(np.float32)
+        self.scale = 1.0  # what a link or count added now is multiplied by (see link_decay)
+        self._recency = recency_decay ** np.arange(max(recent, 1), dtype=np.float64)
+        self._recency[0] *= last_boost
+        self._gathered: tuple[tuple[int, bytes], _Gathered] | None = None
 
-    def _link(self, a: int, b: int, w: float) -> None:
-        row = self.links.get(a)
-        if row is None:
-            row = self.links[a] = {}
-        row[b] = row.get(b, 0.0) + w
-        if len(row) > 2 * self.max_neighbours:
-            keep = sorted(row.items(), key=lambda kv: kv[1], reverse=True)[: self.max_neighbours]
-            self.links[a] = dict(keep)
+    # ---- learning --------------------------------------------------------------------------
+
+    def _grow(self, needed: int) -> None:
+        rows = max(needed, 2 * len(self.lengths))
+        for name in ("neighbours", "weights", "lengths", "counts"):
+            old = getattr(self, name)
+            new = np.zeros((rows, *old.shape[1:]), dtype=old.dtype)
+            new[: len(old)] = old
+            setattr(self, name, new)
+        self._position = np.full(rows, -1, dtype=np.int32)
+
+    def _rebase(self) -> None:
+        """Divide every stored weight by the growth factor (rare: once per ~2^40 of growth)."""
+        self.weights *= np.float32(1.0 / self.scale)
+        self.counts /= self.scale
+        self.scale = 1.0
+
+    def _prune(self, row: int, room: int) -> None:
+        """Drop `row`'s weakest links so at least `room` slots are free (and a quarter, at
+        least, so pruning stays rare). Ties keep the older link: the order is stable."""
+        width = self.max_neighbours
+        length = int(self.lengths[row])
+        keep = min(length, width - max(room, width // 4))
+        weights = self.weights[row, :length]
+        strongest = np.sort(np.argsort(-weights, kind="stable")[:keep])
+        self.neighbours[row, :keep] = self.neighbours[row, strongest]
+        self.weights[row, :keep] = weights[strongest]
+        self.neighbours[row, keep:length] = 0
+        self.weights[row, keep:length] = 0.0
+        self.lengths[row] = keep
+
+    def _add_to_row(self, row: int, others: IntArray, amounts: Float32Array) -> None:
+        """Add `amounts` to `row`'s links to `others` (distinct items), creating missing links.
+
+        Finds `others` in the row through a scratch "item → slot" array: O(row + others)."""
+        length = int(self.lengths[row])
+        stored = self.neighbours[row, :length]
+        position = self._position
+        position[stored] = self._slots[:length]
+        slot = position[others]
+        position[stored] = -1
+        found = slot >= 0
+        self.weights[row, slot[found]] += amounts[found]
+        new = ~found
+        others, amounts = others[new], amounts[new]
+        n_new = len(others)
+        if not n_new:
+            return
+        width = self.max_neighbours
+        if n_new > width:  # only when window > max_neighbours: keep the closest
+            others, amounts, n_new = others[:width], amounts[:width], width
+        if length + n_new > width:
+            self._prune(row, n_new)
+            length = int(self.lengths[row])
+        self.neighbours[row, length : length + n_new] = others
+        self.weights[row, length : length + n_new] = amounts
+        self.lengths[row] = length + n_new
+
+    def _add_to_column(self, rows: IntArray, item: int, amounts: Float32Array) -> None:
+        """Add `amounts[k]` to the link `rows[k] → item` for distinct `rows`, creating missing
+        links: one gather over all the rows instead of one lookup per row."""
+        lengths = self.lengths[rows]
+        width = int(lengths.max())
+        # Empty slots hold item 0 with weight 0: only compare the used part of each row.
+        hits = np.flatnonzero(self.neighbours[rows, :width] == item)
+        which, slot = hits // width, hits % width
+        used = slot < lengths[which]
+        which, slot = which[used], slot[used]
+        self.weights[rows[which], slot] += amounts[which]
+        if len(which) == len(rows):
+            return
+        new = np.ones(len(rows), dtype=bool)
+        new[which] = False
+        rows, amounts, free = rows[new], amounts[new], lengths[new]
+        for k in np.flatnonzero(free >= self.max_neighbours).tolist():
+            self._prune(int(rows[k]), 1)
+            free[k] = self.lengths[rows[k]]
+        self.neighbours[rows, free] = item
+        self.weights[rows, free] = amounts
+        self.lengths[rows] = free + 1
 
     def learn_one(self, user: int, item: int, weight: float, history: IntArray) -> None:
         item = int(item)
-        self.counts[item] = self.counts.get(item, 0.0) + weight
-        w = weight
-        for other in reversed(history[-self.window :].tolist()):
-            if other != item:
-                self._link(item, other, w)
-                self._link(other, item, w)
-            w *= self.proximity_decay
+        self.events += 1
+        # Most recent first, without the item itself, each history item once (at its latest).
+        others: list[int] = history[-self.window :].tolist()
+        others.reverse()
+        if item in others or len(set(others)) < len(others):
+            others = [other for other in dict.fromkeys(others) if other != item]
+        top = max(item, max(others)) if others else item
+        if top >= self.n_rows:
+            if top >= len(self.lengths):
+                self._grow(top + 1)
+            self.n_rows = top + 1
+        if self.link_decay < 1.0:
+            self.scale /= self.link_decay
+            if self.scale > _REBASE_AT:
+                self._rebase()
+        self.counts[item] += weight * self.scale
+        if not others:
+            return
+        linked = np.array(others, dtype=np.intp)
+        # The distance d is the position in the de-duplicated recent history.
+        amounts = self._proximity[: len(others)] * np.float32(weight * self.scale)
+        self._add_to_row(item, linked, amounts)
+        self._add_to_column(linked, item, amounts)
 
-    def _contributions(self, history: IntArray) -> typing.Iterator[tuple[int, float]]:
-        """(history item, its recency weight / count normalisation) for the scoring items."""
-        r = 1.0
-        counts = self.counts
-        for item in reversed(history[-self.recent :].tolist()):
-            n = counts.get(item)
-            if n:
-                yield item, r / n**self.alpha
-            r *= self.recency_decay
+    # ---- reading (never changes learned state) ---------------------------------------------
+
+    def _gather(self, history: IntArray) -> _Gathered:
+        """The neighbour rows of the user's recent known items, weighted for scoring.
+
+        The pipeline asks for a user's candidates and then explains each picked item with the
+        same history, so the last gather is kept (keyed by the history and the number of events
+        learned; it is not learned state and is left out of pickles).
+        """
+        recent = history[-self.recent :]
+        key = (self.events, recent.tobytes())
+        if self._gathered is not None and self._gathered[0] == key:
+            return self._gathered[1]
+        rows = np.asarray(recent, dtype=np.intp)[::-1]
+        weights = self._recency[: len(rows)]
+        if len(rows) and (rows.min() < 0 or rows.max() >= self.n_rows):
+            known = (rows >= 0) & (rows < self.n_rows)
+            rows, weights = rows[known], weights[known]
+        counts = self.counts[rows]
+        if not counts.all():
+            seen = counts > 0.0
+            rows, weights, counts = rows[seen], weights[seen], counts[seen]
+        width = int(self.lengths[rows].max()) if len(rows) else 0
+        gathered = _Gathered(
+            rows,
+            self.neighbours[rows, :width],
+            self.weights[rows, :width] * (weights / counts**self.alpha)[:, None],
+        )
+        self._gathered = (key, gathered)
+        return gathered
 
     def candidates(self, user: int, history: IntArray) -> tuple[IntArray, FloatArray]:
-        scores: dict[int, float] = {}
-        for item, w in self._contributions(history):
-            for other, link in self.links.get(item, {}).items():
-                scores[other] = scores.get(other, 0.0) + w * link
-        if not scores:
+        gathered = self._gather(history)
+        if not gathered.neighbours.size:
             return np.empty(0, dtype=np.int64), np.empty(0)
-        items = np.fromiter(scores.keys(), dtype=np.int64, count=len(scores))
-        values = np.fromiter(scores.values(), dtype=np.float64, count=len(scores))
-        beta = 1.0 - self.alpha
-        norm = np.fromiter((self.counts[k] for k in scores), dtype=np.float64, count=len(scores))
-        return items, values / norm**beta
+        neighbours = gathered.neighbours.ravel()
+        contributions = gathered.contributions.ravel()
+        if self.n_rows <= _DENSE_FACTOR * len(neighbours):
+            sums = np.bincount(neighbours, weights=contributions, minlength=self.n_rows)
+            items = np.flatnonzero(sums)
+            values = sums[items]
+        else:  # a large catalog: aggregate over the few thousand gathered links only
+            items, inverse = np.unique(neighbours, return_inverse=True)
+            values = np.bincount(inverse, weights=contributions)
+            nonzero = values != 0.0
+            items, values = items[nonzero], values[nonzero]
+        # Empty slots point at item 0 with weight 0: they add nothing and are dropped above.
+        # The factor scale^(alpha + beta - 1) undoes the growth of stored weights (link_decay),
+        # so scores do not drift with the stream's length.
+        factor = self.scale ** (self.alpha + self.beta - 1.0)
+        return items.astype(np.int64), values * factor / self.counts[items] ** self.beta
 
     def explain(self, user: int, history: IntArray, item: int) -> int | None:
-        best, best_value = None, 0.0
-        for other, w in self._contributions(history):
-            value = w * self.links.get(other, {}).get(int(item), 0.0)
-            if value > best_value:
-                best, best_value = other, value
-        return best
+        gathered = self._gather(history)
+        if not gathered.neighbours.size:
+            return None
+        # An item appears at most once per row, so each hit is one history item's contribution.
+        hits = np.flatnonzero(gathered.neighbours.ravel() == item)
+        if not len(hits):
+            return None
+        contributions = gathered.contributions.ravel()[hits]
+        best = int(np.argmax(contributions))  # ties: the most recent history item
+        if contributions[best] <= 0.0:
+            return None
+        return int(gathered.rows[hits[best] // gathered.neighbours.shape[1]])
+
+    def __getstate__(self) -> dict[str, typing.Any]:
+        state = self.__dict__.copy()
+        state["_gathered"] = None  # a read cache, not learned state (see `_gather`)
+        return state
+
+    def link(self, a: int, b: int) -> float:
+        """The current (faded) strength of the link a → b, 0.0 if there is none."""
+        if not 0 <= a < self.n_rows:
+            return 0.0
+        length = int(self.lengths[a])
+        found = np.flatnonzero(self.neighbours[a, :length] == b)
+        return float(self.weights[a, found[0]]) / self.scale if len(found) else 0.0
 
     @property
     def n_links(self) -> int:
-        return sum(len(row) for row in self.links.values())
+        return int(self.lengths[: self.n_rows].sum())
+
+    def neighbour_table_bytes(self) -> int:
+        """Bytes the neighbour tables take for the items learned so far (index + weight)."""
+        width = self.max_neighbours
+        return self.n_rows * width * (self.neighbours.itemsize + self.weights.itemsize)
 
     @classmethod
     def _unit_test_params(cls) -> typing.Iterator[dict[str, typing.Any]]:

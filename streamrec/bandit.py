@@ -127,6 +127,7 @@ class SlotPolicy:
         propensity: float,
         context: dict[str, float] | None = None,
     ) -> None:
+        """Teach the policy one slot's outcome; `reward` in [0, 1]."""
         p = self.policy
         if p is None:
             return
@@ -134,6 +135,15 @@ class SlotPolicy:
             reward = 1.0 if reward > 0 else 0.0  # Beta posteriors take 0/1 outcomes
         if isinstance(p, bandit.Exp3):
             p._probabilities = {arm: propensity}  # Exp3 divides by the pull-time probability
+            p.update(arm, reward)
+            # The distribution depends only on weight ratios: renormalize so they never overflow
+            # (arms never updated hold the implicit initial weight 1, so materialize them first).
+            for known in ARMS:
+                p._weights[known]
+            top = max(p._weights.values())
+            for key in p._weights:
+                p._weights[key] /= top
+            return
         if isinstance(p, bandit.LinUCBDisjoint):
             p.update(arm, context or {}, reward)
         else:

@@ -24,7 +24,7 @@ from streamrec.evaluation import LiveQuality
 from streamrec.events import AnyEvent, RatingEvent, Recommendation, RecommendedItem
 from streamrec.model import RecommenderModel
 from streamrec.preprocess import DeadLetter, Preprocessor, Record
-from streamrec.recommend import recommend
+from streamrec.recommend import recommend, slot_context
 from streamrec.settings import ModelSettings
 
 if TYPE_CHECKING:
@@ -82,6 +82,8 @@ class Pipeline:
             )
         self.model = state.model
         self.preprocessor = state.preprocessor
+        # Bandit rewards are scaled into [0, 1] (Exp3 and the Beta posteriors assume it).
+        self._max_reward = max(settings.click_reward, settings.purchase_reward, 1e-12)
         self.policy = state.policy
         self.pending = state.pending
 
@@ -182,6 +184,7 @@ class Pipeline:
                             sources=[slot.source for slot in slots],
                             propensities=[slot.propensity for slot in slots],
                             source_propensities=[slot.source_propensity for slot in slots],
+                            context=slot_context(model, user) if self.policy.contextual else None,
                         )
                     )
                 )
@@ -222,7 +225,7 @@ class Pipeline:
                 ),
                 start=1,
             ):
-                self.policy.update(source, reward, source_prop, p.context)
+                self.policy.update(source, reward / self._max_reward, source_prop, p.context)
                 lines.append(
                     {
                         "rec_id": p.rec_id,
@@ -233,6 +236,7 @@ class Pipeline:
                         "propensity": prop,
                         "source_propensity": source_prop,
                         "reward": reward,
+                        **({"context": p.context} if p.context else {}),
                     }
                 )
         return lines

@@ -140,7 +140,7 @@ def recommend(
             "new": _fill([], exclude, queues["new"], k),
         }
         model_scores = dict(zip(best.tolist(), best_scores.tolist(), strict=True))
-        context = {"bias": 1.0, "history": float(np.log1p(len(exclude)))}
+        context = slot_context(model, user)
         chosen: set[int] = set()
         slots: list[Slot] = []
         while len(slots) < k:
@@ -180,6 +180,11 @@ def recommend(
             chosen.add(item)
         lists.append(slots)
     return lists
+
+
+def slot_context(model: RecommenderModel, user: int) -> dict[str, float]:
+    """Features a contextual exploration policy (LinUCB) sees for a user's slots."""
+    return {"bias": 1.0, "history": float(np.log1p(len(model.seen[user])))}
 
 
 def _reason(model: RecommenderModel, user: int, source: str, item: int, cold: bool) -> str:

@@ -183,7 +183,13 @@ def render_report(report: Mapping[str, Any] | Path, out: Path) -> Path:
         ),
     ]
     if _has_values(ctr):
-        panels.append(("CTR", [("CTR", ctr, _number(data.get("ctr")))]))
+        # Simulator runs also carry the hidden-taste baselines for the same users and moments.
+        lines = [("streamrec", ctr, _number(data.get("ctr")))]
+        for name in ("oracle", "popular", "random"):
+            column = _column(series, f"{name}_ctr")
+            if _has_values(column):
+                lines.append((name, column, None))
+        panels.append(("CTR", lines))
 
     figure = Figure(
         figsize=(FIGURE_WIDTH_IN, PANEL_HEIGHT_IN * len(panels) + 0.8),

@@ -99,3 +99,29 @@ def test_superseded_and_overflowing_lists_are_resolved() -> None:
     assert len(pending) == 2
     restored = pickle.loads(pickle.dumps(pending))
     assert restored.reward("w", "a", "r4", 1.0) == "model"
+
+
+def test_exp3_weights_stay_finite_over_a_long_run() -> None:
+    policy = SlotPolicy("exp3", {"gamma": 0.1}, seed=2)
+    for n in range(50_000):
+        probs = policy.distribution(ARMS)
+        pick = policy.choose(probs)
+        policy.update(ARMS[pick], 1.0 if pick == 0 else float(n % 7 == 0), probs[pick])
+    probs = policy.distribution(ARMS)
+    assert all(0.0 < p < 1.0 for p in probs) and sum(probs) == pytest.approx(1.0)
+    assert probs[0] > 0.8
+
+
+def test_linucb_learns_from_context() -> None:
+    policy = SlotPolicy("linucb", seed=0)
+    for _ in range(200):
+        for context, good in (
+            ({"bias": 1.0, "history": 0.0}, "popular"),
+            ({"bias": 1.0, "history": 3.0}, "model"),
+        ):
+            probs = policy.distribution(ARMS, context)
+            arm = ARMS[policy.choose(probs)]
+            policy.update(arm, float(arm == good), probs[ARMS.index(arm)], context)
+    cold = policy.distribution(ARMS, {"bias": 1.0, "history": 0.0})
+    warm = policy.distribution(ARMS, {"bias": 1.0, "history": 3.0})
+    assert cold[ARMS.index("popular")] == 1.0 and warm[ARMS.index("model")] == 1.0

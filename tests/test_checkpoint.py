@@ -187,3 +187,19 @@ def test_empty_directory_has_no_checkpoint_and_inspect_says_so(tmp_path: Path) -
 def test_empty_key_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="checkpoint_key"):
         CheckpointStore(tmp_path, "")
+
+
+class DigestibleState:
+    def __init__(self, digest: str) -> None:
+        self.digest = digest
+
+    def model_digest(self) -> str:
+        return self.digest
+
+
+def test_inspect_computes_a_missing_digest_from_the_verified_state(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path, KEY)
+    store.save(DigestibleState("cd" * 32), {}, events_learned=1, users=1, items=1, model_digest="")
+
+    assert checkpoint.inspect(tmp_path, KEY)["model_digest"] == "cd" * 32
+    assert checkpoint.inspect(tmp_path, KEY, compute_digest=False)["model_digest"] == ""

@@ -237,7 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (_, text) in DELEGATED.items():  # listed here; parsed by their own modules
         sub.add_parser(name, help=text, add_help=False)
 
-    from streamrec import simulate
+    from streamrec import demo, simulate
+
+    p = add("demo", demo.main, "the whole loop on an embedded broker: consumer + simulated users")
+    demo.add_arguments(p)
 
     p = add(
         "simulate",

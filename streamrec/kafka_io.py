@@ -241,9 +241,14 @@ class KafkaSink:
                 "is the broker reachable?"
             )
 
-    def check(self) -> None:
+    def raise_if_fatal(self) -> None:
+        """A fatal producer error (e.g. the idempotent sequence is broken) ends the service now;
+        ordinary delivery failures wait for the next commit point (`check`)."""
         if self.fatal is not None:
             raise DeliveryError(f"fatal producer error: {self.fatal}")
+
+    def check(self) -> None:
+        self.raise_if_fatal()
         if self.failed:
             raise DeliveryError(
                 f"{self.failed} messages could not be delivered (first: {self._first_failure})"

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
@@ -463,12 +464,21 @@ class Worker:
         return Progress(**asdict(p))
 
 
+_last_logged: dict[int, float] = {}
+
+
 def _on_consumer_error(error: KafkaError) -> None:
+    """Fatal errors stop the service; others (a topic not created yet, a broker restarting) are
+    retried by librdkafka and logged at most once a minute per error code."""
     if error.fatal():
         raise StreamrecError(f"fatal Kafka consumer error: {error}")
-    if error.code() == KafkaError._PARTITION_EOF:
+    code = error.code()
+    if code == KafkaError._PARTITION_EOF:
         return
-    log.warning("consumer: %s", error)
+    now = time.monotonic()
+    if now - _last_logged.get(code, -math.inf) >= 60.0:
+        _last_logged[code] = now
+        log.warning("consumer: %s", error)
 
 
 def _fmt_offsets(offsets: Mapping[TP, int | None]) -> str:
@@ -581,6 +591,7 @@ def run(
                 elif last_record is None or worker.rebalances != rebalances_seen:
                     last_record, rebalances_seen = now, worker.rebalances
                 sink.poll()
+                sink.raise_if_fatal()
                 if worker.checkpoint_due():
                     worker.commit_point("interval")
                 if (

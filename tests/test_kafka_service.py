@@ -546,3 +546,46 @@ def test_metrics_and_readiness_follow_the_consumer(
     assert result["summary"].checkpoints >= 1
     assert registry.get_sample_value("streamrec_checkpoint_size_bytes") > 0
     assert registry.get_sample_value("streamrec_checkpoints_total", {"result": "ok"}) >= 1
+
+
+def test_a_crash_between_checkpoint_and_commit_resumes_from_the_checkpoint(
+    kafka_bootstrap: str,
+    unique_topic: Callable[..., str],
+    state_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The checkpoint, not the group's committed offset, says where this model stopped: after a
+    crash right after a checkpoint became durable, the committed offset lags behind it."""
+    total = 2_000
+    topic = event_topic(kafka_bootstrap, unique_topic)
+    values = make_events(total, seed=10)
+    produce(kafka_bootstrap, topic, values)
+    group = f"g-{topic}"
+    settings = make_settings(
+        kafka_bootstrap, topic, state_dir, group, batch_size=100, checkpoint_every_events=500
+    )
+
+    class CrashOnSecondCommit(Consumer):
+        commits = 0
+
+        def commit(self, *args: Any, **kwargs: Any) -> Any:
+            CrashOnSecondCommit.commits += 1
+            if CrashOnSecondCommit.commits == 2:
+                raise SystemExit("simulated crash after the checkpoint, before the commit")
+            return super().commit(*args, **kwargs)
+
+    monkeypatch.setattr(service, "Consumer", CrashOnSecondCommit)
+    with pytest.raises(SystemExit):
+        service.run(settings, stop_when_idle=2)
+    monkeypatch.undo()
+
+    newest = checkpoint.CheckpointStore(state_dir, KEY).paths()[-1]
+    checkpointed = checkpoint.read_meta(newest, KEY).offsets[(topic, 0)]
+    [committed] = committed_offsets(kafka_bootstrap, group, topic, 1)
+    assert 0 < committed < checkpointed < total
+
+    summary = service.run(settings, stop_when_idle=1.5)
+
+    assert summary.consumed == total - checkpointed  # not total - committed: nothing relearned
+    assert summary.events_learned == total
+    assert summary.model_digest == uninterrupted_digest(values)

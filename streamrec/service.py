@@ -634,13 +634,33 @@ def _close(consumer: Consumer, sink: KafkaSink, server: Any) -> None:
 # -- `python -m streamrec.service` -------------------------------------------------------------
 
 
+def settings_help() -> str:
+    """Every setting with its environment variable, default and description (for --help)."""
+    lines = [
+        "settings (environment variable, default: description); a --config file (JSON/TOML) "
+        "uses the same",
+        'sections and names, e.g. {"kafka": {"consumer": {"security.protocol": "SASL_SSL"}}}:',
+    ]
+    for section, field in Settings.model_fields.items():
+        model = field.annotation
+        for name, info in getattr(model, "model_fields", {}).items():
+            default = info.get_default(call_default_factory=True)
+            if name == "checkpoint_key":
+                default = "<development key: set your own>"
+            described = f" {info.description}" if info.description else ""
+            lines.append(f"  STREAMREC_{section.upper()}__{name.upper()} ({default!s}):{described}")
+    return "\n".join(lines)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m streamrec.service",
-        description="Run the streamrec Kafka consumer (what `streamrec run` calls). Every "
-        "setting also reads STREAMREC_* environment variables, e.g. "
-        "STREAMREC_MODEL__RATING_MODEL=biased_mf or "
-        'STREAMREC_KAFKA__CONSUMER=\'{"security.protocol": "SASL_SSL"}\'.',
+        description="Run the streamrec Kafka consumer (what `streamrec run` calls): consume, "
+        "learn, publish recommendations, checkpoint, commit. Flags override the config file, "
+        "which overrides STREAMREC_* environment variables. kafka.consumer / kafka.producer "
+        "are passed to librdkafka untouched (SASL, SSL, any option).",
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", type=Path, help="settings file (JSON or TOML)")
     parser.add_argument("--bootstrap-servers", help="Kafka bootstrap servers, HOST:PORT[,...]")

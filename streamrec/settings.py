@@ -93,11 +93,17 @@ class ModelSettings(_Section):
 
 
 class KafkaSettings(_Section):
-    bootstrap_servers: str = "127.0.0.1:9092"
-    topics: list[str] = Field(default_factory=lambda: ["streamrec.events"])
-    group_id: str = "streamrec"
-    recommendations_topic: str = "streamrec.recommendations"
-    dlq_topic: str = "streamrec.events.dlq"
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka brokers, HOST:PORT[,...].")
+    topics: list[str] = Field(
+        default_factory=lambda: ["streamrec.events"], description="Event topics to consume."
+    )
+    group_id: str = Field("streamrec", description="Consumer group: instances share partitions.")
+    recommendations_topic: str = Field(
+        "streamrec.recommendations", description="Where refreshed lists go (key = user_id)."
+    )
+    dlq_topic: str = Field(
+        "streamrec.events.dlq", description="Where undecodable/invalid records go, with headers."
+    )
     consumer: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="Extra librdkafka consumer options, passed through."
     )
@@ -112,16 +118,20 @@ class KafkaSettings(_Section):
 
 
 class ServiceSettings(_Section):
-    state_dir: Path = Path("./streamrec-state")
-    checkpoint_every_events: int = Field(50_000, ge=1)
-    checkpoint_every_seconds: float = Field(30.0, gt=0)
-    checkpoints_kept: int = Field(3, ge=1)
+    state_dir: Path = Field(
+        Path("./streamrec-state"), description="Checkpoints of this instance (one dir each)."
+    )
+    checkpoint_every_events: int = Field(
+        50_000, ge=1, description="Checkpoint + commit after this many records..."
+    )
+    checkpoint_every_seconds: float = Field(30.0, gt=0, description="...or after this long.")
+    checkpoints_kept: int = Field(3, ge=1, description="Newest checkpoints kept on disk.")
     checkpoint_key: SecretStr = Field(
         SecretStr("streamrec-development-key"),
         description="HMAC key that signs checkpoints. Set your own in production.",
     )
     batch_size: int = Field(2000, ge=1, description="Max records per poll.")
-    poll_timeout_s: float = Field(0.05, gt=0)
+    poll_timeout_s: float = Field(0.05, gt=0, description="Longest wait for a batch.")
     shutdown_timeout_s: float = Field(
         30.0,
         gt=0,
@@ -136,10 +146,10 @@ class ServiceSettings(_Section):
         description="Keep every consumed (partition, offset) range in the checkpoint header, to "
         "audit exactly-once learning (tests, investigations).",
     )
-    metrics_host: str = "0.0.0.0"
+    metrics_host: str = Field("0.0.0.0", description="Address of /metrics, /healthz, /readyz.")
     metrics_port: int = Field(9108, ge=0, le=65535, description="0 disables the HTTP server.")
-    log_format: Literal["text", "json"] = "text"
-    log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field("text", description="'json': one object a line.")
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
 
 
 class Settings(BaseSettings):

@@ -155,6 +155,8 @@ RATING_MODELS = [
     ResidualItemKNN,
     RLSEnsemble,
     lambda: make_rating_model("biased_mf"),
+    lambda: make_rating_model("river_baseline"),
+    lambda: make_rating_model("river_biased_mf"),
 ]
 
 
@@ -376,6 +378,33 @@ def test_ranker_reads_create_no_state() -> None:
     assert pickle.dumps(ranker) == before
     assert len(ranker.candidates(1, _history([]))[0]) == 0
     assert ranker.explain(1, _history([]), 3) is None
+
+
+def test_river_reference_models_are_rivers_own_numbers() -> None:
+    ours = make_rating_model("river_biased_mf", rating_scale=(1.0, 5.0))
+    river_model = reco.BiasedMF(
+        n_factors=10,
+        bias_optimizer=optim.SGD(0.025),
+        latent_optimizer=optim.SGD(0.05),
+        latent_initializer=optim.initializers.Normal(mu=0.0, sigma=0.1, seed=73),
+        seed=73,
+    )
+    compared = 0
+    for u, i, y in _ratings(1500):
+        if u in river_model.u_biases and i in river_model.i_biases:
+            assert ours.predict_one(u, i) == river_model.predict_one(u, i)
+            compared += 1
+        ours.learn_one(u, i, y)
+        river_model.learn_one(u, i, y)
+    assert compared > 1000
+
+
+def test_popular_ranker_proposes_nothing() -> None:
+    ranker = make_ranker("popular")
+    assert isinstance(ranker, ItemRanker)
+    ranker.learn_one(0, 1, 1.0, _history([0]))
+    assert len(ranker.candidates(0, _history([0, 1]))[0]) == 0
+    assert ranker.explain(0, _history([0]), 1) is None
 
 
 def test_factory_rejects_unknown_names() -> None:

@@ -9,7 +9,8 @@ from river import optim
 from streamrec.learners.base import ItemRanker, RatingModel
 from streamrec.learners.dense_mf import DenseBiasedMF
 from streamrec.learners.ensemble import RLSEnsemble
-from streamrec.learners.ranker import SequenceItemKNN
+from streamrec.learners.ranker import PopularityOnly, SequenceItemKNN
+from streamrec.learners.river_readonly import river_baseline, river_biased_mf
 
 __all__ = ["DEFAULT_RANKER", "DEFAULT_RATING_MODEL", "make_ranker", "make_rating_model"]
 
@@ -46,23 +47,28 @@ def _ensemble(**params: typing.Any) -> RLSEnsemble:
 _RATING_MODELS: dict[str, typing.Callable[..., RatingModel]] = {
     "biased_mf": _biased_mf,
     "ensemble": _ensemble,
+    "river_baseline": river_baseline,  # reference points: River's own classes, read-only
+    "river_biased_mf": river_biased_mf,
 }
-_RANKERS: dict[str, typing.Callable[..., ItemRanker]] = {"knn": SequenceItemKNN}
+_RANKERS: dict[str, typing.Callable[..., ItemRanker]] = {
+    "knn": SequenceItemKNN,
+    "popular": PopularityOnly,  # reference point: the pipeline's popularity fill alone
+}
 
 
 def make_rating_model(name: str = DEFAULT_RATING_MODEL, **params: typing.Any) -> RatingModel:
     """A fresh rating model; `params` override the named configuration's defaults."""
-    try:
-        return _RATING_MODELS[name](**params)
-    except KeyError:
+    factory = _RATING_MODELS.get(name)
+    if factory is None:
         known = ", ".join(sorted(_RATING_MODELS))
-        raise ValueError(f"unknown rating model {name!r}; choose one of: {known}") from None
+        raise ValueError(f"unknown rating model {name!r}; choose one of: {known}")
+    return factory(**params)
 
 
 def make_ranker(name: str = DEFAULT_RANKER, **params: typing.Any) -> ItemRanker:
     """A fresh item ranker; `params` override the named configuration's defaults."""
-    try:
-        return _RANKERS[name](**params)
-    except KeyError:
+    factory = _RANKERS.get(name)
+    if factory is None:
         known = ", ".join(sorted(_RANKERS))
-        raise ValueError(f"unknown ranker {name!r}; choose one of: {known}") from None
+        raise ValueError(f"unknown ranker {name!r}; choose one of: {known}")
+    return factory(**params)

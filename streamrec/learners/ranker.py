@@ -16,7 +16,7 @@ from river import base
 
 from streamrec.learners.base import FloatArray, IntArray
 
-__all__ = ["SequenceItemKNN"]
+__all__ = ["PopularityOnly", "SequenceItemKNN"]
 
 Float32Array = npt.NDArray[np.float32]
 
@@ -336,3 +336,17 @@ class SequenceItemKNN(base.Estimator):
     @classmethod
     def _unit_test_params(cls) -> typing.Iterator[dict[str, typing.Any]]:
         yield {"window": 5, "max_neighbours": 10}
+
+
+class PopularityOnly:
+    """A ranker that learns nothing and proposes nothing: lists are the pipeline's popularity
+    fill alone (time-decayed counts). The reference point top-N quality is quoted against."""
+
+    def learn_one(self, user: int, item: int, weight: float, history: IntArray) -> None:
+        return None
+
+    def candidates(self, user: int, history: IntArray) -> tuple[IntArray, FloatArray]:
+        return np.empty(0, dtype=np.int64), np.empty(0)
+
+    def explain(self, user: int, history: IntArray, item: int) -> int | None:
+        return None

@@ -160,7 +160,9 @@ class Worker:
         # Offsets up to which this model has learned partitions it does not own right now (from
         # the restored checkpoint, or given away in a revoke); consulted once on assignment.
         self.known: dict[TP, int] = {}
-        self.prefer_checkpoint = False
+        # Partitions whose checkpoint offset wins even over a higher committed offset: those of
+        # a checkpoint restored by falling back past a rejected newer one (see module docstring).
+        self.trust_checkpoint: set[TP] = set()
         self.restored = False
         self.failed = False  # after an error, callbacks must not checkpoint or commit
         self.changed = False  # positions moved since the last commit point
@@ -185,6 +187,7 @@ class Worker:
         if checkpoint is None:
             self.pipeline = Pipeline(self.settings.model, metrics=self.metrics)
             self.known = {}
+            self.trust_checkpoint = set()
             self.ledger = OffsetLedger() if self.settings.service.offset_ledger else None
             log.info("no checkpoint in %s: starting with a new model", self.store.directory)
             return
@@ -193,7 +196,7 @@ class Worker:
             self.settings.model, state.pipeline, metrics=self.metrics
         )
         self.known = dict(checkpoint.meta.offsets)
-        self.prefer_checkpoint = checkpoint.fell_back
+        self.trust_checkpoint = set(self.known) if checkpoint.fell_back else set()
         if self.settings.service.offset_ledger:
             self.ledger = OffsetLedger(checkpoint.meta.extra.get("ledger"))
         self.last_checkpoint_path = checkpoint.path
@@ -230,9 +233,11 @@ class Worker:
 
     def _start_offset(self, key: TP, committed: int | None) -> int:
         ours = self.known.pop(key, None)
+        trusted = key in self.trust_checkpoint
+        self.trust_checkpoint.discard(key)
         if ours is None:
             return committed if committed is not None else OFFSET_INVALID
-        if committed is None or self.prefer_checkpoint or ours >= committed:
+        if committed is None or trusted or ours >= committed:
             return ours
         log.info(
             "%s:%d: the group committed %d beyond our checkpoint's %d (another instance learned "

@@ -589,3 +589,33 @@ def test_a_crash_between_checkpoint_and_commit_resumes_from_the_checkpoint(
     assert summary.consumed == total - checkpointed  # not total - committed: nothing relearned
     assert summary.events_learned == total
     assert summary.model_digest == uninterrupted_digest(values)
+
+
+def test_falling_back_past_a_corrupt_checkpoint_replays_from_the_older_ones_offsets(
+    kafka_bootstrap: str,
+    unique_topic: Callable[..., str],
+    state_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The newest checkpoint is damaged: the service says so loudly, restores the previous one,
+    and replays from *its* offsets although the group committed further (from the lost one)."""
+    total = 1_000
+    topic = event_topic(kafka_bootstrap, unique_topic)
+    values = make_events(total, seed=11)
+    produce(kafka_bootstrap, topic, values)
+    group = f"g-{topic}"
+    settings = make_settings(
+        kafka_bootstrap, topic, state_dir, group, batch_size=100, checkpoint_every_events=300
+    )
+    service.run(settings, max_events=total)
+    *_, previous, newest = checkpoint.CheckpointStore(state_dir, KEY).paths()
+    older_offset = checkpoint.read_meta(previous, KEY).offsets[(topic, 0)]
+    newest.write_bytes(newest.read_bytes()[:-10])
+    assert committed_offsets(kafka_bootstrap, group, topic, 1) == [total]
+
+    summary = service.run(settings, stop_when_idle=1.5)
+
+    assert any("REJECTED" in r.message and r.levelname == "ERROR" for r in caplog.records)
+    assert summary.consumed == total - older_offset > 0
+    assert summary.events_learned == total
+    assert summary.model_digest == uninterrupted_digest(values)

@@ -184,12 +184,14 @@ def render_report(report: Mapping[str, Any] | Path, out: Path) -> Path:
     ]
     if _has_values(ctr):
         # Simulator runs also carry the hidden-taste baselines for the same users and moments.
-        lines = [("streamrec", ctr, _number(data.get("ctr")))]
+        ctr_lines: list[tuple[str, Sequence[float], float | None]] = [
+            ("streamrec", ctr, _number(data.get("ctr")))
+        ]
         for name in ("oracle", "popular", "random"):
             column = _column(series, f"{name}_ctr")
             if _has_values(column):
-                lines.append((name, column, None))
-        panels.append(("CTR", lines))
+                ctr_lines.append((name, column, None))
+        panels.append(("CTR", ctr_lines))
 
     figure = Figure(
         figsize=(FIGURE_WIDTH_IN, PANEL_HEIGHT_IN * len(panels) + 0.8),

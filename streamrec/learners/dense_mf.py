@@ -220,11 +220,14 @@ class DenseBiasedMF(reco.BiasedMF):
     def learn_one(self, user: Hashable, item: Hashable, y: float, x: dict | None = None) -> None:  # type: ignore[override]
         # River's predict_one materializes state in this order; doing the same keeps the RNG draws
         # (and so every learned value) identical to River's BiasedMF.
-        self.u_biases[user]
-        self.i_biases[item]
-        self.u_latents[user]
-        self.i_latents[item]
-        super().learn_one(user, item, y, x)
+        bu = self.u_biases[user]
+        bi = self.i_biases[item]
+        pu = self.u_latents[user]
+        qi = self.i_latents[item]
+        if self._plain_sgd():
+            self._sgd_step(user, item, y, bu, bi, pu, qi)
+        else:
+            super().learn_one(user, item, y, x)
         rows: DenseRows = self.i_latents  # type: ignore[assignment]
         row = rows.rows[item]
         if row >= len(self._item_bias_vec):
@@ -232,6 +235,55 @@ class DenseBiasedMF(reco.BiasedMF):
             grown[: len(self._item_bias_vec)] = self._item_bias_vec
             self._item_bias_vec = grown
         self._item_bias_vec[row] = self.i_biases[item]
+
+    def _plain_sgd(self) -> bool:
+        """True when River's update is squared loss + plain SGD everywhere (the usual setup)."""
+        return type(self.loss) is optim.losses.Squared and all(
+            type(opt) is optim.SGD
+            for opt in (
+                self.u_bias_optimizer,
+                self.i_bias_optimizer,
+                self.u_latent_optimizer,
+                self.i_latent_optimizer,
+            )
+        )
+
+    def _sgd_step(
+        self,
+        user: Hashable,
+        item: Hashable,
+        y: float,
+        bu: float,
+        bi: float,
+        pu: FloatArray,
+        qi: FloatArray,
+    ) -> None:
+        """River's `BiasedMF.learn_one` for squared loss and SGD, without its generic machinery.
+
+        The same floating-point operations in the same order, so the learned values are
+        bit-identical (tests compare against River), at about a third of the cost: River builds
+        four one-entry gradient dicts and dispatches four optimizer steps per event.
+        """
+        self.global_mean.update(y)
+        y_pred = float(self.global_mean.get() + bu + bi + np.dot(pu, qi))
+        g = 2 * (y_pred - y)  # optim.losses.Squared.gradient
+        g = max(min(g, self.clip_gradient), -self.clip_gradient)  # utils.math.clamp
+        u_grad_bias = g + self.l2_bias * bu
+        i_grad_bias = g + self.l2_bias * bi
+        u_latent_grad = g * qi + self.l2_latent * pu
+        i_latent_grad = g * pu + self.l2_latent * qi
+        opts = (
+            self.u_bias_optimizer,
+            self.i_bias_optimizer,
+            self.u_latent_optimizer,
+            self.i_latent_optimizer,
+        )
+        self.u_biases[user] = bu - opts[0].learning_rate * u_grad_bias
+        self.i_biases[item] = bi - opts[1].learning_rate * i_grad_bias
+        pu -= opts[2].learning_rate * u_latent_grad  # in place, as River's `w[i] -= lr * g`
+        qi -= opts[3].learning_rate * i_latent_grad
+        for opt in opts:
+            opt.n_iterations += 1
 
     def user_vectors(self, users: Iterable[Hashable]) -> tuple[FloatArray, FloatArray]:
         """Latent vectors `(n_users, n_factors)` and biases `(n_users,)`; unseen users get zeros."""

@@ -550,19 +550,27 @@ def run(
     stop = stop if stop is not None else threading.Event()
     store = CheckpointStore(service.state_dir, service.checkpoint_key, service.checkpoints_kept)
     worker = Worker(settings, store, metrics)
-    worker.restore()
+    # Serving before the restore: /healthz answers while a large checkpoint loads, /readyz waits.
     server = (
         serve_metrics(metrics, service.metrics_host, service.metrics_port, ready=worker.ready)
         if service.metrics_port
         else None
     )
-    consumer = Consumer(consumer_config(settings.kafka, stats_cb=metrics.set_lag_from_statistics))
-    sink = KafkaSink(
-        producer_config(settings.kafka),
-        settings.kafka.recommendations_topic,
-        settings.kafka.dlq_topic,
-        metrics=metrics,
-    )
+    try:
+        worker.restore()
+        consumer = Consumer(
+            consumer_config(settings.kafka, stats_cb=metrics.set_lag_from_statistics)
+        )
+        sink = KafkaSink(
+            producer_config(settings.kafka),
+            settings.kafka.recommendations_topic,
+            settings.kafka.dlq_topic,
+            metrics=metrics,
+        )
+    except BaseException:
+        if server is not None:
+            server.close()
+        raise
     worker.consumer, worker.sink = consumer, sink
     stopped_by = "stop"
     try:

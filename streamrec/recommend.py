@@ -134,6 +134,7 @@ def recommend(
     lists = []
     for user, (best, best_scores) in zip(users, _model_picks(model, users, k), strict=True):
         exclude = model.seen_items(user)
+        history = model.positive_items(user)
         candidates = {
             "model": best.tolist(),
             "popular": _fill([], exclude, queues["popular"], k),
@@ -172,7 +173,7 @@ def recommend(
                     item,
                     score,
                     arm,
-                    _reason(model, user, arm, item, not len(exclude)),
+                    _reason(model, user, history, arm, item, not len(exclude)),
                     min(propensity, 1.0),
                     probs[pick],
                 )
@@ -187,12 +188,14 @@ def slot_context(model: RecommenderModel, user: int) -> dict[str, float]:
     return {"bias": 1.0, "history": float(np.log1p(len(model.seen[user])))}
 
 
-def _reason(model: RecommenderModel, user: int, source: str, item: int, cold: bool) -> str:
+def _reason(
+    model: RecommenderModel, user: int, history: IntArray, source: str, item: int, cold: bool
+) -> str:
     if source == "new":
         return "new here: just added to the catalog"
     if source == "popular":
         return "trending now (new here? start exploring)" if cold else "trending now"
-    anchor = model.ranker.explain(user, model.positive_items(user), item)
+    anchor = model.ranker.explain(user, history, item)
     if anchor is None:
         return "matches your taste"
     return f"because you liked {model.item_ids[anchor]}"

@@ -238,14 +238,13 @@ class DenseBiasedMF(reco.BiasedMF):
 
     def _plain_sgd(self) -> bool:
         """True when River's update is squared loss + plain SGD everywhere (the usual setup)."""
-        return type(self.loss) is optim.losses.Squared and all(
-            type(opt) is optim.SGD
-            for opt in (
-                self.u_bias_optimizer,
-                self.i_bias_optimizer,
-                self.u_latent_optimizer,
-                self.i_latent_optimizer,
-            )
+        sgd = optim.SGD
+        return (
+            type(self.loss) is optim.losses.Squared
+            and type(self.u_bias_optimizer) is sgd
+            and type(self.i_bias_optimizer) is sgd
+            and type(self.u_latent_optimizer) is sgd
+            and type(self.i_latent_optimizer) is sgd
         )
 
     def _sgd_step(

@@ -31,6 +31,17 @@ class MFRanker:
 
     def __init__(self, rating_model: RatingModel) -> None:
         self.mf = find_dense_mf(rating_model)
+        # One slot: a list explains ~10 items against the same history in a row.
+        self._explain_key: tuple[int, bytes] | None = None
+        self._explain_rows: tuple[IntArray, FloatArray] | None = None
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"mf": self.mf}  # the explanation cache is not state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.mf = state["mf"]  # type: ignore[assignment]
+        self._explain_key = None
+        self._explain_rows = None
 
     def learn_one(self, user: int, item: int, weight: float, history: IntArray) -> None:
         """Nothing to learn: the rating model learns from the ratings themselves."""
@@ -53,11 +64,13 @@ class MFRanker:
         factors = self.mf.item_factors
         if item >= len(factors) or not len(history):
             return None
-        known = history[history < len(factors)]
+        key = (user, history.tobytes())
+        if key != self._explain_key or self._explain_rows is None:
+            known = history[history < len(factors)]
+            norms = np.linalg.norm(factors[known], axis=1)
+            unit = factors[known] / np.where(norms > 0, norms, 1.0)[:, None]
+            self._explain_key, self._explain_rows = key, (known, unit)
+        known, unit = self._explain_rows
         if not len(known):
             return None
-        vectors = factors[known]
-        target = factors[item]
-        norms = np.linalg.norm(vectors, axis=1) * (np.linalg.norm(target) or 1.0)
-        similarity = vectors @ target / np.where(norms > 0, norms, 1.0)
-        return int(known[int(np.argmax(similarity))])
+        return int(known[int(np.argmax(unit @ factors[item]))])

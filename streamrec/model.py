@@ -77,6 +77,7 @@ class RecommenderModel:
         self.user_ids: list[str] = []
         self.item_index: dict[str, int] = {}
         self.item_ids: list[str] = []
+        # int32 item indices: half the memory of Python ints or int64 at 1M users.
         self.seen: list[array[int]] = []  # every item the user interacted with, oldest first
         self.positives: list[array[int]] = []  # positively-rated/clicked/bought items, in order
         self.popularity = DecayedCounts(settings.popularity_half_life_s)
@@ -111,8 +112,8 @@ class RecommenderModel:
         if index is None:
             index = self.user_index[user_id] = len(self.user_ids)
             self.user_ids.append(user_id)
-            self.seen.append(array("l"))
-            self.positives.append(array("l"))
+            self.seen.append(array("i"))
+            self.positives.append(array("i"))
         return index
 
     def _item(self, item_id: str, t: float) -> int:

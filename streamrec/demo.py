@@ -192,7 +192,7 @@ def summary(
     return table
 
 
-# ---- command line (the lead wires these into `streamrec demo`) -------------------------------
+# ---- command line: `streamrec demo` ----------------------------------------------------------
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -231,19 +231,3 @@ def main(args: argparse.Namespace) -> int:
 
 
 __all__ = ["DEMO_EVENTS", "add_arguments", "demo_settings", "main", "run_demo", "scrape"]
-
-
-if __name__ == "__main__":  # `python -m streamrec.demo` until the CLI wires it in
-    import os
-
-    from streamrec.errors import StreamrecError
-
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    _parser = argparse.ArgumentParser(prog="python -m streamrec.demo", description=__doc__)
-    _parser.add_argument("--config", type=Path, help="settings file (JSON or TOML)")
-    add_arguments(_parser)
-    try:
-        sys.exit(main(_parser.parse_args()))
-    except StreamrecError as _exc:
-        print(f"streamrec: error: {_exc}", file=sys.stderr)
-        sys.exit(2)

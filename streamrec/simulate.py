@@ -1043,7 +1043,7 @@ def compare_policies(
     return reports
 
 
-# ---- command line (the lead wires these into `streamrec simulate`) ---------------------------
+# ---- command line: `streamrec simulate` ------------------------------------------------------
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -1184,14 +1184,3 @@ __all__ = [
     "summary_table",
     "write_report",
 ]
-
-
-if __name__ == "__main__":  # `python -m streamrec.simulate ...` until the CLI wires it in
-    _parser = argparse.ArgumentParser(prog="python -m streamrec.simulate", description=__doc__)
-    _parser.add_argument("--config", type=Path, help="settings file (JSON or TOML)")
-    add_arguments(_parser)
-    try:
-        sys.exit(main(_parser.parse_args()))
-    except StreamrecError as _exc:
-        print(f"streamrec: error: {_exc}", file=sys.stderr)
-        sys.exit(2)

@@ -208,7 +208,9 @@ class ServiceProcess:
                 stream.close()
 
 
-def ledger_problems(ledgers: Iterable[dict[str, list[list[int]]]], ends: dict[str, int]) -> list:
+def ledger_problems(
+    ledgers: Iterable[dict[str, list[list[int]]]], ends: dict[str, int]
+) -> list[str]:
     """What is wrong with the union of offset ledgers: offsets learned twice, or never.
 
     `ends` maps "topic:partition" to the partition's end offset; every offset below it must

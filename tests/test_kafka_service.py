@@ -60,7 +60,7 @@ def make_settings(
         ),
         service=ServiceSettings(
             state_dir=state_dir,
-            checkpoint_key=KEY,  # type: ignore[arg-type]
+            checkpoint_key=KEY,
             metrics_port=0,
             offset_ledger=True,
             **service_options,

@@ -46,7 +46,12 @@ KEY = "test-checkpoint-key"
 
 
 def make_settings(
-    bootstrap: str, topic: str, state_dir: Path, group: str, **service_options: Any
+    bootstrap: str,
+    topic: str,
+    state_dir: Path,
+    group: str,
+    consumer: dict[str, str | int | float | bool] | None = None,
+    **service_options: Any,
 ) -> Settings:
     return Settings(
         model=MODEL,
@@ -56,7 +61,7 @@ def make_settings(
             group_id=group,
             recommendations_topic=f"{topic}.recs",
             dlq_topic=f"{topic}.dlq",
-            consumer=FAST_GROUP,
+            consumer={**FAST_GROUP, **(consumer or {})},
         ),
         service=ServiceSettings(
             state_dir=state_dir,
@@ -292,9 +297,12 @@ class Instance:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["cooperative-sticky", "range"])
 def test_a_second_consumer_joining_and_leaving_loses_and_repeats_nothing(
-    kafka_bootstrap: str, unique_topic: Callable[..., str], tmp_path: Path
+    kafka_bootstrap: str, unique_topic: Callable[..., str], tmp_path: Path, strategy: str
 ) -> None:
+    """Incremental (cooperative) and eager (range) rebalances both hand partitions over at the
+    offsets of a durable checkpoint."""
     total, partitions = 12_000, 4
     topic = event_topic(kafka_bootstrap, unique_topic, partitions=partitions)
     log = tmp_path / "events.jsonl"
@@ -305,10 +313,15 @@ def test_a_second_consumer_joining_and_leaving_loses_and_repeats_nothing(
     )
     producer.start()
     group = f"g-{topic}"
-    a = Instance(make_settings(kafka_bootstrap, topic, tmp_path / "a", group, batch_size=200))
+    options = {"partition.assignment.strategy": strategy}
+    a = Instance(
+        make_settings(kafka_bootstrap, topic, tmp_path / "a", group, options, batch_size=200)
+    )
     wait_for(lambda: a.now().events_learned >= 1_500, 60, "the first consumer to learn")
 
-    b = Instance(make_settings(kafka_bootstrap, topic, tmp_path / "b", group, batch_size=200))
+    b = Instance(
+        make_settings(kafka_bootstrap, topic, tmp_path / "b", group, options, batch_size=200)
+    )
     wait_for(lambda: b.now().learned >= 300, 60, "the second consumer to get partitions")
     assert a.progress.assigned < partitions  # a gave partitions to b
     b_summary = b.finish()

@@ -30,9 +30,12 @@ if TYPE_CHECKING:
 
 
 class PopularCache:
-    """The popularity order used to fill lists, recomputed only when the model has changed."""
+    """The popularity order used to fill lists, recomputed when the model has learned more than
+    `max_staleness` events since (0: after every event, as the offline protocol wants; the live
+    service allows some staleness, since ranking the whole catalog per sample is costly)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_staleness: int = 0) -> None:
+        self.max_staleness = max_staleness
         self._order: IntArray | None = None
         self._version = -1
 
@@ -44,7 +47,8 @@ class PopularCache:
         user = model.user_index.get(event.user_id)
         if user is None or model.has_seen(event.user_id, event.item_id):
             return None
-        if self._version != model.events_learned or self._order is None:
+        stale = model.events_learned - self._version > self.max_staleness
+        if stale or self._order is None:
             self._order = popular_order(model, k + model.settings.history_length)
             self._version = model.events_learned
         return top_items(model, user, k, self._order)
@@ -134,6 +138,10 @@ class PrequentialEvaluator:
         return out
 
 
+LIVE_POPULARITY_STALENESS = 1_000
+"""Events the live evaluator's popularity fill may lag behind the model."""
+
+
 class LiveQuality:
     """Prequential quality on the live stream, sampled, into the metrics' recent windows.
 
@@ -146,7 +154,7 @@ class LiveQuality:
         self.k = k
         self.sample_every = sample_every
         self._countdown = sample_every
-        self._popular_cache = PopularCache()
+        self._popular_cache = PopularCache(max_staleness=LIVE_POPULARITY_STALENESS)
 
     def __call__(self, model: RecommenderModel, event: AnyEvent) -> None:
         self._countdown -= 1

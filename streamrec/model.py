@@ -150,7 +150,11 @@ class RecommenderModel:
                 self.ranker.learn_one(u, i, weight, np.array(positives, dtype=np.int64))
             _append_bounded(positives, i, self.settings.history_length)
             self.popularity.add(i, event.timestamp, weight)
-        _append_bounded(self.seen[u], i, self.settings.history_length)
+        seen = self.seen[u]
+        if i not in seen:  # a set for exclusion: order only decides which item ages out first
+            seen.append(i)
+            if len(seen) > self.settings.history_length:
+                del seen[0]
         self.events_learned += 1
         self.last_event_time = max(self.last_event_time, event.timestamp)
         return u

@@ -191,7 +191,9 @@ class DenseBiasedMF(reco.BiasedMF):
             clip_gradient=clip_gradient,
             seed=seed,
         )
-        # River's u_latents and i_latents draw from one shared initializer; keep sharing it.
+        # River's u_latents and i_latents draw from one shared initializer; keep sharing it. Users
+        # live in a matrix too: a million tiny arrays cost ~3x the memory and pickle slowly.
+        self.u_latents = DenseRows(n_factors, self.latent_initializer)  # type: ignore[assignment]
         self.i_latents = DenseRows(n_factors, self.latent_initializer)  # type: ignore[assignment]
         self._item_bias_vec: FloatArray = np.zeros(_INITIAL_ROWS)
 

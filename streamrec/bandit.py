@@ -33,7 +33,9 @@ from typing import Any
 import numpy as np
 from river import bandit, proba
 
-ARMS: tuple[str, ...] = ("model", "popular", "new")
+from streamrec.events import Source
+
+ARMS: tuple[Source, ...] = ("model", "popular", "new")
 
 POLICIES = {
     "epsilon_greedy": lambda seed, **p: bandit.EpsilonGreedy(**{"epsilon": 0.1, **p}, seed=seed),

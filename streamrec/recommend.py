@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamrec.bandit import ARMS, SlotPolicy
+from streamrec.events import Source
 from streamrec.learners.base import FloatArray, IntArray
 from streamrec.model import RecommenderModel
 
@@ -27,7 +28,7 @@ DENSE_BLOCK_USERS = 256
 class Slot:
     item: int
     score: float
-    source: str
+    source: Source
     reason: str
     propensity: float = 1.0  # probability that this item was shown in this slot
     source_propensity: float = 1.0  # probability that this slot was filled from `source`

@@ -15,12 +15,14 @@ from river.checks import yield_checks
 
 from streamrec.learners import (
     DenseBiasedMF,
+    RecentItemBias,
     RecentUserBias,
     ResidualItemKNN,
     RLSEnsemble,
     SequenceItemKNN,
     SGDBaseline,
     ShrunkBaseline,
+    SVDPlusPlus,
     make_ranker,
     make_rating_model,
 )
@@ -151,8 +153,10 @@ RATING_MODELS = [
     lambda: DenseBiasedMF(**_mf_params()),
     ShrunkBaseline,
     RecentUserBias,
+    RecentItemBias,
     SGDBaseline,
     ResidualItemKNN,
+    SVDPlusPlus,
     RLSEnsemble,
     lambda: make_rating_model("biased_mf"),
     lambda: make_rating_model("river_baseline"),
@@ -209,14 +213,82 @@ def test_ensemble_respects_a_half_star_scale() -> None:
     assert all(0.5 - 1.0 < model.predict_one(u, 3) < 5.0 + 1.0 for u in range(20))
 
 
+def test_svdpp_describes_a_user_by_which_items_they_rated() -> None:
+    """Two new users give the same value to different items; the implicit part tells them apart.
+
+    Fans of items 0-4 love item 10, fans of 5-9 hate it. A newcomer who rated 0-4 (all 3★) is
+    predicted to like item 10 more than one who rated 5-9 (all 3★).
+    """
+    model = SVDPlusPlus(n_factors=4, seed=2)
+    rng = random.Random(0)
+    for user in range(40):
+        fan_of_first = user % 2 == 0
+        seen = list(range(0, 5) if fan_of_first else range(5, 10))
+        rng.shuffle(seen)
+        for _ in range(5):
+            for item in seen:
+                model.learn_one(user, item, 4.0)
+            model.learn_one(user, 10, 5.0 if fan_of_first else 1.0)
+    for item in range(5):
+        model.learn_one("new-a", item, 3.0)
+        model.learn_one("new-b", item + 5, 3.0)
+    assert model.predict_one("new-a", 10) > model.predict_one("new-b", 10) + 0.5
+
+
+def test_svdpp_caps_the_users_history_and_reads_leave_no_trace() -> None:
+    model = SVDPlusPlus(n_factors=3, history=7, seed=0)
+    for u, i, y in _ratings(2000):
+        model.learn_one(u, i, y)
+    assert max(len(rows) for rows in model.user_items.values()) == 7
+    assert all(len(set(rows)) == len(rows) for rows in model.user_items.values())
+    before = pickle.dumps(model)
+    model.predict_one(3, 4)  # fills the one-slot cache, which is not state
+    assert pickle.dumps(model) == before
+    model.learn_one(3, 4, 5.0)  # the cache is dropped when the model changes
+    restored = pickle.loads(pickle.dumps(model))
+    assert (
+        restored.predict_one(3, 4)
+        == model.predict_one(3, 4)
+        != pickle.loads(before).predict_one(3, 4)
+    )
+
+
+def test_default_ensemble_is_deterministic_and_reading_changes_no_bytes() -> None:
+    def train() -> RLSEnsemble:
+        model = RLSEnsemble()
+        for u, i, y in _ratings(600):
+            model.predict_one(u, i)
+            model.learn_one(u, i, y)
+        return model
+
+    a, b = train(), train()
+    assert pickle.dumps(a) == pickle.dumps(b)
+    before = pickle.dumps(a)
+    a.predict_one(1, 2)
+    assert pickle.dumps(a) == before
+
+
+def test_recent_item_bias_follows_an_item_whose_ratings_change() -> None:
+    model = RecentItemBias(alpha=0.2)
+    lifetime = ShrunkBaseline()
+    for k in range(200):  # item 0 was loved and is now disliked; item 1 is steady
+        y = 5.0 if k < 150 else 1.0
+        for m in (model, lifetime):
+            m.learn_one(k, 0, y)
+            m.learn_one(k, 1, 3.0)
+    assert abs(model.predict_one(999, 0) - 1.0) < abs(lifetime.predict_one(999, 0) - 1.0) - 0.5
+
+
 @pytest.mark.parametrize(
     "estimator",
     [
         DenseBiasedMF(n_factors=4, seed=42),
         ShrunkBaseline(),
         RecentUserBias(),
+        RecentItemBias(),
         SGDBaseline(),
         ResidualItemKNN(),
+        SVDPlusPlus(n_factors=4, seed=1),
         RLSEnsemble(members=[ShrunkBaseline(), SGDBaseline()]),
     ],
     ids=lambda e: type(e).__name__,

@@ -1,6 +1,11 @@
 """River estimators that streamrec learns with: rating models, their combiner, item rankers."""
 
-from streamrec.learners.baselines import RecentUserBias, SGDBaseline, ShrunkBaseline
+from streamrec.learners.baselines import (
+    RecentItemBias,
+    RecentUserBias,
+    SGDBaseline,
+    ShrunkBaseline,
+)
 from streamrec.learners.dense_mf import DenseBiasedMF, DenseRows
 from streamrec.learners.ensemble import RLSEnsemble, default_members
 from streamrec.learners.factory import (
@@ -12,6 +17,7 @@ from streamrec.learners.factory import (
 )
 from streamrec.learners.neighbors import ResidualItemKNN
 from streamrec.learners.ranker import SequenceItemKNN
+from streamrec.learners.svdpp import SVDPlusPlus
 
 __all__ = [
     "DEFAULT_RANKER",
@@ -20,9 +26,11 @@ __all__ = [
     "DenseBiasedMF",
     "DenseRows",
     "RLSEnsemble",
+    "RecentItemBias",
     "RecentUserBias",
     "ResidualItemKNN",
     "SGDBaseline",
+    "SVDPlusPlus",
     "SequenceItemKNN",
     "ShrunkBaseline",
     "default_members",

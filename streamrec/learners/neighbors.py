@@ -14,6 +14,10 @@ from streamrec.learners.baselines import ShrunkBaseline
 __all__ = ["ResidualItemKNN"]
 
 
+def _abs_similarity(pair: tuple[float, float]) -> float:
+    return abs(pair[0])
+
+
 class ResidualItemKNN(reco.base.Ranker):
     """Baseline + similarity-weighted average of the user's residuals on neighbouring items.
 
@@ -90,12 +94,29 @@ class ResidualItemKNN(reco.base.Ranker):
         return found
 
     def correction(self, user: Hashable, item: Hashable) -> float:
-        """The neighbourhood's correction to the baseline (0 when there is no evidence)."""
-        num = den = 0.0
-        for s, residual, _ in self._neighbours(user, item):
-            num += s * residual
-            den += abs(s)
-        return num / (den + self.smoothing) if den > 0.0 else 0.0
+        """The neighbourhood's correction to the baseline (0 when there is no evidence).
+
+        The hot path of the ensemble, so it is `_neighbours` without the bookkeeping: the
+        factor `1/√Q[item]` is common to every similarity (so it cannot change which `k` are
+        largest) and is applied once; a zero cross sum adds nothing, and a non-zero one implies
+        `Q[other] > 0` (Cauchy-Schwarz), so no other test is needed.
+        """
+        residuals = self.residuals.get(user)
+        row = self.cross.get(item)
+        q_item = self.square.get(item, 0.0)
+        if not residuals or row is None or q_item <= 0.0:
+            return 0.0
+        get, square, sqrt = row.get, self.square, math.sqrt
+        found = [(s / sqrt(square[o]), r) for o, r in residuals.items() if (s := get(o))]
+        if not found:
+            return 0.0
+        if len(found) > self.k:
+            found.sort(key=_abs_similarity, reverse=True)  # stable, like heapq.nlargest
+            del found[self.k :]
+        scale = 1.0 / sqrt(q_item)
+        num = scale * sum(s * r for s, r in found)
+        den = scale * sum(abs(s) for s, _ in found)
+        return num / (den + self.smoothing)
 
     def predict_one(self, user: Hashable, item: Hashable, x: dict | None = None) -> float:  # type: ignore[override]
         return self._baseline.predict_one(user, item) + self.correction(user, item)
@@ -113,10 +134,10 @@ class ResidualItemKNN(reco.base.Ranker):
         history = self.residuals.setdefault(user, {})
         history.pop(item, None)  # a re-rating replaces the old residual
         row = self.cross.setdefault(item, {})
-        cross = self.cross
+        cross, row_get = self.cross, row.get
         for other, other_residual in history.items():
             product = residual * other_residual
-            row[other] = row.get(other, 0.0) + product
+            row[other] = row_get(other, 0.0) + product
             other_row = cross[other]
             other_row[item] = other_row.get(item, 0.0) + product
         self.square[item] = self.square.get(item, 0.0) + residual * residual

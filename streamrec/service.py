@@ -592,7 +592,7 @@ def run(
                     if want <= 0:
                         stopped_by = "max_events"
                         break
-                messages = consumer.consume(want, service.poll_timeout_s)
+                messages = next_batch(consumer, want, service.poll_timeout_s)
                 now = time.monotonic()
                 if messages:
                     worker.handle(messages)
@@ -632,6 +632,23 @@ def run(
     )
     log.info("stopped (%s): %s", stopped_by, summary)
     return summary
+
+
+def next_batch(consumer: Consumer, size: int, timeout_s: float) -> list[Message]:
+    """Up to `size` messages: what is already fetched, else the first to arrive within
+    `timeout_s` plus whatever came with it.
+
+    `consume(size, timeout)` alone waits until `size` messages arrived or the timeout passed,
+    which at moderate rates adds the whole timeout to every event's latency (freshness target:
+    p99 <= 50 ms). Rebalance callbacks are served by every call.
+    """
+    messages = consumer.consume(size, 0)
+    if messages or size <= 1:
+        return messages or consumer.consume(size, timeout_s)
+    first = consumer.consume(1, timeout_s)
+    if not first:
+        return first
+    return first + consumer.consume(size - 1, 0)
 
 
 def _close(consumer: Consumer, sink: KafkaSink, server: Any) -> None:

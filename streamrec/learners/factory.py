@@ -15,7 +15,7 @@ from streamrec.learners.river_readonly import river_baseline, river_biased_mf
 __all__ = ["DEFAULT_RANKER", "DEFAULT_RATING_MODEL", "make_ranker", "make_rating_model"]
 
 DEFAULT_RATING_MODEL = "ensemble"
-"""Quality default: RLS combiner over MF, residual kNN and bias members."""
+"""Quality default: RLS combiner over MF, SVD++, residual kNN and bias members."""
 
 DEFAULT_RANKER = "knn"
 

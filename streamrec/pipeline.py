@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from streamrec.bandit import PendingList, PendingRewards, Resolution, SlotPolicy
+from streamrec.errors import CheckpointError
 from streamrec.evaluation import LiveQuality
 from streamrec.events import AnyEvent, RatingEvent, Recommendation, RecommendedItem
 from streamrec.model import RecommenderModel
@@ -48,6 +49,12 @@ class BatchResult:
     decisions: list[dict[str, Any]] = field(default_factory=list)
 
 
+STATE_FORMAT = 2
+"""Bump when the pickled layout of the model, a learner or the bandit state changes: unpickling
+does not run `__init__`, so an object from an older layout would miss attributes and fail later,
+mid-stream. A mismatch is refused up front instead."""
+
+
 @dataclass
 class PipelineState:
     """Everything a checkpoint must hold about the pipeline (positions are the service's)."""
@@ -56,7 +63,7 @@ class PipelineState:
     preprocessor: Preprocessor
     policy: SlotPolicy
     pending: PendingRewards
-    format_version: int = 1
+    format_version: int = STATE_FORMAT
 
 
 class Pipeline:
@@ -89,6 +96,13 @@ class Pipeline:
 
     @classmethod
     def from_state(cls, settings: ModelSettings, state: PipelineState, **kwargs: Any) -> Pipeline:
+        found = getattr(state, "format_version", None)
+        if found != STATE_FORMAT:
+            raise CheckpointError(
+                f"the checkpoint holds model state format {found}, this streamrec reads format "
+                f"{STATE_FORMAT}: run the version that wrote it, or start from a new state dir "
+                "(the consumer then relearns from the committed offsets)"
+            )
         return cls(settings, state=state, **kwargs)
 
     def state(self) -> PipelineState:

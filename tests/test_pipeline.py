@@ -155,3 +155,12 @@ def test_dead_letters_do_not_stop_the_batch() -> None:
     result = pipeline.process(records)
     assert result.learned == 50
     assert [d.reason for d in result.dead_letters] == ["invalid_json", "empty_value"]
+
+
+def test_state_from_another_format_is_refused_up_front() -> None:
+    from streamrec.errors import CheckpointError
+
+    state = Pipeline(FAST).state()
+    state.format_version = 0
+    with pytest.raises(CheckpointError, match="state format 0"):
+        Pipeline.from_state(FAST, state)

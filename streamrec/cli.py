@@ -131,9 +131,19 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 def cmd_produce(args: argparse.Namespace) -> int:
     from streamrec.kafka_io import produce_file
+    from streamrec.settings import load_settings
 
-    n = produce_file(args.input, args.bootstrap_servers, args.topic, args.rate)
-    print(f"produced {n:,} messages to {args.topic}", file=sys.stderr)
+    # Unset flags fall back to the settings, so STREAMREC_KAFKA__* are their environment twins.
+    kafka = load_settings(args.config).kafka
+    topic = args.topic or kafka.topics[0]
+    n = produce_file(
+        args.input,
+        args.bootstrap_servers or kafka.bootstrap_servers,
+        topic,
+        args.rate,
+        producer_options=dict(kafka.producer),
+    )
+    print(f"produced {n:,} messages to {topic}", file=sys.stderr)
     return 0
 
 
@@ -224,10 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("produce", cmd_produce, "publish a JSONL event log to Kafka (key = user_id)")
     p.add_argument("input", type=Path)
     p.add_argument(
-        "--bootstrap-servers",
-        default=os.environ.get("STREAMREC_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+        "--bootstrap-servers", help="default: STREAMREC_KAFKA__BOOTSTRAP_SERVERS or 127.0.0.1:9092"
     )
-    p.add_argument("--topic", default="streamrec.events")
+    p.add_argument(
+        "--topic", help="default: the first of STREAMREC_KAFKA__TOPICS (streamrec.events)"
+    )
     p.add_argument("--rate", type=float, help="messages per second (default: as fast as possible)")
 
     p = add("inspect-checkpoint", cmd_inspect_checkpoint, "show what a checkpoint holds")

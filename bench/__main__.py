@@ -109,6 +109,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--memory-users", type=int)
     parser.add_argument("--memory-items", type=int)
     parser.add_argument("--out", type=Path, default=RESULTS, help="results file (JSON)")
+    parser.add_argument(
+        "--markdown",
+        action="store_true",
+        help="measure nothing: print the results file as README's Performance table",
+    )
     return parser.parse_args(argv)
 
 
@@ -170,6 +175,26 @@ def fmt_value(row: Row) -> str:
     if row.unit in ("s", "ms") and row.value < 100:
         return f"{row.value:,.1f} {row.unit}"
     return f"{row.value:,.0f} {row.unit}"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """README's Performance section body, generated from a results file (never typed by hand)."""
+    machine = results["machine"]
+    lines = [
+        f"Measured {results['date'][:10]} on {machine['cpu']}, {machine['cores']} cores, "
+        f"OPENBLAS_NUM_THREADS={machine['openblas_num_threads']}, broker: {results['broker']}; "
+        f"`{results['command']}` ({results['seconds'] / 60:.0f} min).",
+        "",
+        "| row | value | target | data set | notes |",
+        "|---|---:|---|---|---|",
+    ]
+    for data in results["rows"]:
+        row = Row(**{k: v for k, v in data.items() if k in Row.__dataclass_fields__})
+        met = "" if row.met is None else (" ✓" if row.met else " ✗")
+        note = (row.note or "").replace("|", "/")
+        target = (row.target + met).strip()
+        lines.append(f"| {row.name} | {fmt_value(row)} | {target} | {row.dataset} | {note} |")
+    return "\n".join(lines)
 
 
 def table(rows: list[Row], machine: dict[str, Any], date: str, command: str) -> Table:
@@ -258,6 +283,9 @@ def plan(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.markdown:
+        print(markdown(orjson.loads(args.out.read_bytes())))
+        return 0
     logging.basicConfig(level=logging.WARNING)
     groups = selected(args.only)
     sizes = QUICK if args.quick else FULL

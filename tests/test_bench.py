@@ -77,3 +77,14 @@ def test_quick_bench_prints_every_row(kafka_bootstrap: str, tmp_path: Path) -> N
         assert row["machine"]["cpu"] and row["date"], key
         assert row["name"] in done.stdout, f"{key} not printed"
     assert results["quick"] is True
+    # README's Performance table is generated from this file, one line per row.
+    table = subprocess.run(
+        [sys.executable, "-m", "bench", "--markdown", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    for row in rows.values():
+        assert f"| {row['name']} |" in table, row["key"]

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-DEFAULT_ML100K = Path("/work/shared/data/ml-100k/u.data")
+# The shared data folder beside the checkout (where CI and developers have it).
+DEFAULT_ML100K = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k" / "u.data"
 SYNTHETIC_RATINGS = 100_000
 
 

@@ -3,8 +3,8 @@
     OPENBLAS_NUM_THREADS=1 python bench/quality_ml100k.py [PATH]
 
 PATH is ML-100K `u.data` or an ml-latest `ratings.csv` (default: env STREAMREC_ML100K, else
-/work/shared/data/ml-100k/u.data). The file is converted with `streamrec.movielens.convert` into
-two event logs, as `streamrec convert movielens` would:
+../shared/data/ml-100k/u.data beside the checkout). The file is converted with
+`streamrec.movielens.convert` into two event logs, as `streamrec convert movielens` would:
 
 - rating stream: every rating, `--as rating` → RMSE of the rating predicted before learning it;
 - click stream: ratings >= 4 (on 1-5 and on the half-star 0.5-5 scale alike), `--as click` →
@@ -36,7 +36,12 @@ from streamrec.movielens import convert, read_ratings
 from streamrec.replay import ReplayOptions, replay
 from streamrec.settings import ModelSettings
 
-DEFAULT_PATH = Path(os.environ.get("STREAMREC_ML100K", "/work/shared/data/ml-100k/u.data"))
+DEFAULT_PATH = Path(
+    os.environ.get(
+        "STREAMREC_ML100K",
+        Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k" / "u.data",
+    )
+)
 POSITIVE = 4.0  # ratings >= 4 are the click stream, on 1-5 and 0.5-5 alike
 
 

@@ -487,7 +487,12 @@ def test_factory_rejects_unknown_names() -> None:
 
 
 def _ml100k() -> Path | None:
-    path = Path(os.environ.get("STREAMREC_ML100K", "/work/shared/data/ml-100k/u.data"))
+    path = Path(
+        os.environ.get(
+            "STREAMREC_ML100K",
+            Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k" / "u.data",
+        )
+    )
     return path if path.is_file() else None
 
 

@@ -52,6 +52,7 @@ from rich.console import Console
 from rich.progress import Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from streamrec.bandit import POLICIES
 from streamrec.errors import StreamrecError
 from streamrec.pipeline import Pipeline, Record
 from streamrec.settings import ModelSettings, Settings
@@ -60,7 +61,7 @@ from streamrec.synthetic import START_TIME_S, TasteWorld
 log = logging.getLogger(__name__)
 
 Transport = Literal["in-process", "kafka"]
-POLICY_NAMES = ("none", "epsilon_greedy", "ucb", "thompson", "exp3", "linucb", "bayes_ucb")
+POLICY_NAMES = ("none", *POLICIES)
 
 SIMULATION_MODEL_DEFAULTS: dict[str, Any] = {"rating_model": "biased_mf"}
 """What the simulator changes in the model settings unless told otherwise: the ensemble buys

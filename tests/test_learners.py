@@ -15,8 +15,7 @@ from river.checks import yield_checks
 
 from streamrec.learners import (
     DenseBiasedMF,
-    RecentItemBias,
-    RecentUserBias,
+    RecentBias,
     ResidualItemKNN,
     RLSEnsemble,
     SequenceItemKNN,
@@ -152,8 +151,8 @@ def _state_size(model: object) -> int:
 RATING_MODELS = [
     lambda: DenseBiasedMF(**_mf_params()),
     ShrunkBaseline,
-    RecentUserBias,
-    RecentItemBias,
+    lambda: RecentBias("user"),
+    lambda: RecentBias("item"),
     SGDBaseline,
     ResidualItemKNN,
     SVDPlusPlus,
@@ -269,7 +268,7 @@ def test_default_ensemble_is_deterministic_and_reading_changes_no_bytes() -> Non
 
 
 def test_recent_item_bias_follows_an_item_whose_ratings_change() -> None:
-    model = RecentItemBias(alpha=0.2)
+    model = RecentBias("item", alpha=0.2)
     lifetime = ShrunkBaseline()
     for k in range(200):  # item 0 was loved and is now disliked; item 1 is steady
         y = 5.0 if k < 150 else 1.0
@@ -284,8 +283,8 @@ def test_recent_item_bias_follows_an_item_whose_ratings_change() -> None:
     [
         DenseBiasedMF(n_factors=4, seed=42),
         ShrunkBaseline(),
-        RecentUserBias(),
-        RecentItemBias(),
+        RecentBias("user"),
+        RecentBias("item"),
         SGDBaseline(),
         ResidualItemKNN(),
         SVDPlusPlus(n_factors=4, seed=1),

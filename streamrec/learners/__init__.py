@@ -1,8 +1,7 @@
 """River estimators that streamrec learns with: rating models, their combiner, item rankers."""
 
 from streamrec.learners.baselines import (
-    RecentItemBias,
-    RecentUserBias,
+    RecentBias,
     SGDBaseline,
     ShrunkBaseline,
 )
@@ -26,8 +25,7 @@ __all__ = [
     "DenseBiasedMF",
     "DenseRows",
     "RLSEnsemble",
-    "RecentItemBias",
-    "RecentUserBias",
+    "RecentBias",
     "ResidualItemKNN",
     "SGDBaseline",
     "SVDPlusPlus",

@@ -11,7 +11,7 @@ from collections.abc import Hashable
 
 from river import reco
 
-__all__ = ["RecentItemBias", "RecentUserBias", "SGDBaseline", "ShrunkBaseline"]
+__all__ = ["RecentBias", "SGDBaseline", "ShrunkBaseline"]
 
 
 class ShrunkBaseline(reco.base.Ranker):
@@ -77,101 +77,74 @@ class ShrunkBaseline(reco.base.Ranker):
         yield {"user_shrinkage": 1.0, "item_shrinkage": 2.0}
 
 
-class RecentUserBias(reco.base.Ranker):
-    """A shrunk baseline plus an exponential moving average of the user's latest residuals.
+class RecentBias(reco.base.Ranker):
+    """A shrunk baseline plus a moving average of the latest residuals of a user, or of an item.
 
-    Users rate in sessions and their mood drifts: on ML-100K in timestamp order, the average of a
-    user's last few residuals predicts the next one better than their lifetime bias. This member is
-    nearly free and is the one the combiner leans on most after kNN.
-
-    Parameters
-    ----------
-    alpha
-        Weight of the newest residual in the moving average (larger forgets faster).
-    baseline
-        The baseline whose residuals are averaged (default: `ShrunkBaseline()`).
-
-    Examples
-    --------
-
-    >>> from streamrec.learners import RecentUserBias
-    >>> model = RecentUserBias(alpha=0.5)
-    >>> for user, item, y in [(0, 0, 5.0), (0, 1, 5.0), (1, 0, 1.0), (1, 1, 1.0)]:
-    ...     model.learn_one(user, item, y)
-    >>> model.predict_one(0, 2) > model.predict_one(1, 2)
-    True
-
-    """
-
-    def __init__(self, alpha: float = 0.2, baseline: ShrunkBaseline | None = None) -> None:
-        super().__init__(seed=0)  # River seeds an unused RNG from the OS otherwise
-        self.alpha = alpha
-        self.baseline = baseline
-        self._baseline = ShrunkBaseline() if baseline is None else baseline.clone()
-        self.recent: dict[Hashable, float] = {}
-
-    def predict_one(self, user: Hashable, item: Hashable, x: dict | None = None) -> float:  # type: ignore[override]
-        return self._baseline.predict_one(user, item) + self.recent.get(user, 0.0)
-
-    def learn_one(self, user: Hashable, item: Hashable, y: float, x: dict | None = None) -> None:  # type: ignore[override]
-        residual = y - self._baseline.predict_one(user, item)
-        self._baseline.learn_one(user, item, y)
-        previous = self.recent.get(user, 0.0)
-        self.recent[user] = previous + self.alpha * (residual - previous)
-
-    @classmethod
-    def _unit_test_params(cls) -> typing.Iterator[dict[str, typing.Any]]:
-        yield {"alpha": 0.3}
-
-
-class RecentItemBias(reco.base.Ranker):
-    """A shrunk baseline plus an exponential moving average of the item's latest residuals.
-
-    An item's lifetime bias lags behind how it is rated *now*: films age, and who rates a film
-    changes as it moves from new release to catalogue. This is a time-aware item bias at the
-    cost of one float per item; the combiner weighs it against the lifetime biases.
+    `side="user"`: users rate in sessions and their mood drifts; on ML-100K in timestamp order the
+    average of a user's last few residuals predicts the next one better than their lifetime bias.
+    `side="item"`: an item's lifetime bias lags behind how it is rated *now* (films age; who rates
+    a film changes as it moves from new release to catalogue), so this is a time-aware item bias.
+    Either costs one float per user or item; the combiner weighs it against the lifetime biases.
 
     Parameters
     ----------
+    side
+        Whose residuals are averaged: `"user"` or `"item"`.
     alpha
         Weight of the newest residual in the moving average (larger forgets faster). Items get
-        far more ratings than users, so a smaller step than `RecentUserBias` suits.
+        far more ratings than users, so the item side suits a smaller step.
     baseline
         The baseline whose residuals are averaged (default: `ShrunkBaseline()`).
 
     Examples
     --------
 
-    >>> from streamrec.learners import RecentItemBias
-    >>> model = RecentItemBias(alpha=0.5)
-    >>> for user, item, y in [(0, 0, 5.0), (1, 0, 5.0), (0, 1, 1.0), (1, 1, 1.0)]:
-    ...     model.learn_one(user, item, y)
-    >>> model.predict_one(2, 0) > model.predict_one(2, 1)
+    >>> from streamrec.learners import RecentBias
+    >>> by_user = RecentBias("user", alpha=0.5)
+    >>> for user, item, y in [(0, 0, 5.0), (0, 1, 5.0), (1, 0, 1.0), (1, 1, 1.0)]:
+    ...     by_user.learn_one(user, item, y)
+    >>> by_user.predict_one(0, 2) > by_user.predict_one(1, 2)
     True
-    >>> model.predict_one(9, 9) == model.predict_one(8, 7)  # unseen: nothing is created
+    >>> by_item = RecentBias("item", alpha=0.5)
+    >>> for user, item, y in [(0, 0, 5.0), (1, 0, 5.0), (0, 1, 1.0), (1, 1, 1.0)]:
+    ...     by_item.learn_one(user, item, y)
+    >>> by_item.predict_one(2, 0) > by_item.predict_one(2, 1)
+    True
+    >>> by_item.predict_one(9, 9) == by_item.predict_one(8, 7)  # unseen: nothing is created
     True
 
     """
 
-    def __init__(self, alpha: float = 0.05, baseline: ShrunkBaseline | None = None) -> None:
+    def __init__(
+        self,
+        side: typing.Literal["user", "item"] = "user",
+        alpha: float = 0.2,
+        baseline: ShrunkBaseline | None = None,
+    ) -> None:
         super().__init__(seed=0)  # River seeds an unused RNG from the OS otherwise
+        if side not in ("user", "item"):
+            raise ValueError(f"side must be 'user' or 'item', not {side!r}")
+        self.side = side
         self.alpha = alpha
         self.baseline = baseline
         self._baseline = ShrunkBaseline() if baseline is None else baseline.clone()
         self.recent: dict[Hashable, float] = {}
 
     def predict_one(self, user: Hashable, item: Hashable, x: dict | None = None) -> float:  # type: ignore[override]
-        return self._baseline.predict_one(user, item) + self.recent.get(item, 0.0)
+        key = user if self.side == "user" else item
+        return self._baseline.predict_one(user, item) + self.recent.get(key, 0.0)
 
     def learn_one(self, user: Hashable, item: Hashable, y: float, x: dict | None = None) -> None:  # type: ignore[override]
         residual = y - self._baseline.predict_one(user, item)
         self._baseline.learn_one(user, item, y)
-        previous = self.recent.get(item, 0.0)
-        self.recent[item] = previous + self.alpha * (residual - previous)
+        key = user if self.side == "user" else item
+        previous = self.recent.get(key, 0.0)
+        self.recent[key] = previous + self.alpha * (residual - previous)
 
     @classmethod
     def _unit_test_params(cls) -> typing.Iterator[dict[str, typing.Any]]:
-        yield {"alpha": 0.1}
+        yield {"side": "user", "alpha": 0.3}
+        yield {"side": "item", "alpha": 0.1}
 
 
 class SGDBaseline(reco.base.Ranker):

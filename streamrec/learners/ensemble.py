@@ -193,8 +193,7 @@ def default_members(seed: int = 73) -> list[RatingModel]:
     from river import optim
 
     from streamrec.learners.baselines import (
-        RecentItemBias,
-        RecentUserBias,
+        RecentBias,
         SGDBaseline,
         ShrunkBaseline,
     )
@@ -211,8 +210,8 @@ def default_members(seed: int = 73) -> list[RatingModel]:
         ),
         ResidualItemKNN(k=50, smoothing=1.0),
         ShrunkBaseline(),
-        RecentUserBias(alpha=0.2),
+        RecentBias("user", alpha=0.2),
         SGDBaseline(),
         SVDPlusPlus(seed=seed),
-        RecentItemBias(alpha=0.05),
+        RecentBias("item", alpha=0.05),
     ]

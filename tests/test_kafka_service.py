@@ -166,6 +166,11 @@ def test_sigkill_at_random_moments_loses_nothing_and_learns_nothing_twice(
     assert info["offsets"] == [{"topic": topic, "partition": 0, "offset": total}]
     assert ledger_problems([info["extra"]["ledger"]], {f"{topic}:0": total}) == []
     assert committed_offsets(kafka_bootstrap, f"g-{topic}", topic, 1) == [total]
+    # The bandit state crossed every kill inside the checkpoints too: lists awaiting rewards are
+    # pending, and resolved ones taught the policy.
+    state = checkpoint.load(Path(info["path"]), KEY).state.pipeline
+    assert len(state.pending) > 0
+    assert sum(state.policy.policy._counts.values()) > 0
 
 
 @pytest.mark.slow

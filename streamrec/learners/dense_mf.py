@@ -271,8 +271,12 @@ class DenseBiasedMF(reco.BiasedMF):
         g = max(min(g, self.clip_gradient), -self.clip_gradient)  # utils.math.clamp
         u_grad_bias = g + self.l2_bias * bu
         i_grad_bias = g + self.l2_bias * bi
-        u_latent_grad = g * qi + self.l2_latent * pu
-        i_latent_grad = g * pu + self.l2_latent * qi
+        if self.l2_latent:
+            u_latent_grad = g * qi + self.l2_latent * pu
+            i_latent_grad = g * pu + self.l2_latent * qi
+        else:  # `+ 0.0 * w` changes no value (at most the sign of an exact zero): skip 4 ops
+            u_latent_grad = g * qi
+            i_latent_grad = g * pu
         opts = (
             self.u_bias_optimizer,
             self.i_bias_optimizer,

@@ -67,17 +67,13 @@ def _top(
     return items[order], scores[order]
 
 
-def _fill(chosen: list[int], exclude: IntArray, queue: IntArray, k: int) -> list[int]:
-    """Items of `queue` not seen and not already chosen, to fill the list up to k."""
-    if len(chosen) >= k:
-        return []
-    blocked = set(exclude.tolist())
-    blocked.update(chosen)
+def _fill(blocked: set[int], queue: IntArray, k: int) -> list[int]:
+    """The first k items of `queue` not in `blocked` (seen or already chosen)."""
     extra: list[int] = []
     for item in queue.tolist():
         if item not in blocked:
             extra.append(item)
-            if len(chosen) + len(extra) == k:
+            if len(extra) == k:
                 break
     return extra
 
@@ -88,7 +84,8 @@ def top_items(model: RecommenderModel, user: int | None, k: int, popular: IntArr
         return popular[:k]
     ((best, _),) = _model_picks(model, [user], k)
     picked = best.tolist()
-    return np.array(picked + _fill(picked, model.seen_items(user), popular, k), dtype=np.int64)
+    blocked = set(model.seen[user]).union(picked)
+    return np.array(picked + _fill(blocked, popular, k - len(picked)), dtype=np.int64)
 
 
 def _model_picks(
@@ -134,15 +131,16 @@ def recommend(
     cached: dict[tuple[str, ...], list[float]] = {}
     lists = []
     for user, (best, best_scores) in zip(users, _model_picks(model, users, k), strict=True):
-        exclude = model.seen_items(user)
+        seen = set(model.seen[user])
+        cold = not seen
         history = model.positive_items(user)
         candidates = {
             "model": best.tolist(),
-            "popular": _fill([], exclude, queues["popular"], k),
-            "new": _fill([], exclude, queues["new"], k),
+            "popular": _fill(seen, queues["popular"], k),
+            "new": _fill(seen, queues["new"], k),
         }
         model_scores = dict(zip(best.tolist(), best_scores.tolist(), strict=True))
-        context = slot_context(model, user)
+        context = slot_context(model, user) if policy.contextual else None
         chosen: set[int] = set()
         slots: list[Slot] = []
         while len(slots) < k:
@@ -174,7 +172,7 @@ def recommend(
                     item,
                     score,
                     arm,
-                    _reason(model, user, history, arm, item, not len(exclude)),
+                    _reason(model, user, history, arm, item, cold),
                     min(propensity, 1.0),
                     probs[pick],
                 )

@@ -142,8 +142,8 @@ def recommend(
         model_scores = dict(zip(best.tolist(), best_scores.tolist(), strict=True))
         context = slot_context(model, user) if policy.contextual else None
         chosen: set[int] = set()
-        slots: list[Slot] = []
-        while len(slots) < k:
+        picks: list[tuple[int, float, Source, float, float]] = []
+        while len(picks) < k:
             heads = {}
             for arm in ARMS:
                 queue = candidates[arm]
@@ -167,18 +167,19 @@ def recommend(
             arm, item = arms[pick], heads[arms[pick]]
             propensity = sum(p for a, p in zip(arms, probs, strict=True) if heads[a] == item)
             score = model_scores.get(item, float(model.popularity.values[item]))
-            slots.append(
-                Slot(
-                    item,
-                    score,
-                    arm,
-                    _reason(model, user, history, arm, item, cold),
-                    min(propensity, 1.0),
-                    probs[pick],
-                )
-            )
+            picks.append((item, score, arm, min(propensity, 1.0), probs[pick]))
             chosen.add(item)
-        lists.append(slots)
+        reasons = _reasons(
+            model, user, history, [(item, arm) for item, _, arm, _, _ in picks], cold
+        )
+        lists.append(
+            [
+                Slot(item, score, arm, reason, propensity, source_propensity)
+                for (item, score, arm, propensity, source_propensity), reason in zip(
+                    picks, reasons, strict=True
+                )
+            ]
+        )
     return lists
 
 
@@ -187,14 +188,32 @@ def slot_context(model: RecommenderModel, user: int) -> dict[str, float]:
     return {"bias": 1.0, "history": float(np.log1p(len(model.seen[user])))}
 
 
-def _reason(
-    model: RecommenderModel, user: int, history: IntArray, source: str, item: int, cold: bool
-) -> str:
-    if source == "new":
-        return "new here: just added to the catalog"
-    if source == "popular":
-        return "trending now (new here? start exploring)" if cold else "trending now"
-    anchor = model.ranker.explain(user, history, item)
-    if anchor is None:
-        return "matches your taste"
-    return f"because you liked {model.item_ids[anchor]}"
+def _reasons(
+    model: RecommenderModel,
+    user: int,
+    history: IntArray,
+    picks: list[tuple[int, Source]],
+    cold: bool,
+) -> list[str]:
+    """A short reason per picked item; the model's items name the history item behind them."""
+    ranker = model.ranker
+    model_items = [item for item, source in picks if source == "model"]
+    explain_many = getattr(ranker, "explain_many", None)
+    if explain_many is not None:
+        anchors = dict(zip(model_items, explain_many(user, history, model_items), strict=True))
+    else:
+        anchors = {item: ranker.explain(user, history, item) for item in model_items}
+    reasons = []
+    for item, source in picks:
+        if source == "new":
+            reasons.append("new here: just added to the catalog")
+        elif source == "popular":
+            reasons.append("trending now (new here? start exploring)" if cold else "trending now")
+        else:
+            anchor = anchors[item]
+            reasons.append(
+                "matches your taste"
+                if anchor is None
+                else f"because you liked {model.item_ids[anchor]}"
+            )
+    return reasons

@@ -37,7 +37,8 @@ class RatingModel(Protocol):
 @runtime_checkable
 class ItemRanker(Protocol):
     """A ranker may set `learns = False` when it only reads another model (the pipeline then
-    skips `learn_one` and the history copy it needs)."""
+    skips `learn_one` and the history copy it needs), and may offer
+    `explain_many(user, history, items) -> list[int | None]` to explain a whole list at once."""
 
     def learn_one(self, user: int, item: int, weight: float, history: IntArray) -> None:
         """Learn that `user` interacted positively with `item`.

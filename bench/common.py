@@ -10,9 +10,10 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -255,3 +256,49 @@ def ratio_row(
         dataset=numerator.dataset,
         note=note,
     )
+
+
+def service_command(
+    bootstrap: str,
+    topic: str,
+    state_dir: Path,
+    *,
+    group_stem: str,
+    max_events: int,
+    model: dict[str, str],
+    recommendations_topic: str | None = None,
+    extra_args: Sequence[str] = (),
+) -> tuple[list[str], dict[str, str]]:
+    """`python -m streamrec.service` as the benchmarks start it: argv and environment.
+
+    Outputs go to throwaway topics unless `recommendations_topic` is given; `model` adds
+    STREAMREC_MODEL__* settings (names upper-cased).
+    """
+    env = {
+        **os.environ,
+        "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1"),
+        "STREAMREC_KAFKA__RECOMMENDATIONS_TOPIC": recommendations_topic
+        or fresh_topic(f"{group_stem}-recs"),
+        "STREAMREC_KAFKA__DLQ_TOPIC": fresh_topic(f"{group_stem}-dlq"),
+        "STREAMREC_SERVICE__LOG_LEVEL": "WARNING",
+        **{f"STREAMREC_MODEL__{name.upper()}": value for name, value in model.items()},
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "streamrec.service",
+        "--bootstrap-servers",
+        bootstrap,
+        "--topics",
+        topic,
+        "--group-id",
+        f"bench-{group_stem}-{uuid.uuid4().hex[:8]}",
+        "--state-dir",
+        str(state_dir),
+        "--metrics-port",
+        "0",
+        "--max-events",
+        str(max_events),
+        *extra_args,
+    ]
+    return command, env

@@ -14,9 +14,7 @@ a running consumer; they are not counted.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -28,7 +26,7 @@ import numpy as np
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from bench.common import Events, Row, fresh_topic
+from bench.common import Events, Row, fresh_topic, service_command
 from bench.throughput import mf_description
 
 WARMUP_EVENTS = 200
@@ -71,34 +69,16 @@ class RecommendationReader(threading.Thread):
 def _service_process(
     bootstrap: str, topic: str, recs: str, state_dir: Path, max_events: int, ranker: str
 ) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1"),
-        "STREAMREC_MODEL__RATING_MODEL": "biased_mf",
-        "STREAMREC_MODEL__RANKER": ranker,
-        "STREAMREC_KAFKA__RECOMMENDATIONS_TOPIC": recs,
-        "STREAMREC_KAFKA__DLQ_TOPIC": fresh_topic("fresh-dlq"),
-        "STREAMREC_SERVICE__LOG_LEVEL": "WARNING",
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "streamrec.service",
-        "--bootstrap-servers",
+    command, env = service_command(
         bootstrap,
-        "--topics",
         topic,
-        "--group-id",
-        f"bench-fresh-{uuid.uuid4().hex[:8]}",
-        "--state-dir",
-        str(state_dir),
-        "--metrics-port",
-        "0",
-        "--max-events",
-        str(max_events),
-        "--stop-when-idle",
-        "30",
-    ]
+        state_dir,
+        group_stem="fresh",
+        max_events=max_events,
+        model={"rating_model": "biased_mf", "ranker": ranker},
+        recommendations_topic=recs,
+        extra_args=["--stop-when-idle", "30"],
+    )
     return subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
     )

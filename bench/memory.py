@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from bench.common import Row, fresh_topic, vm_rss_bytes
+from bench.common import Row, fresh_topic, service_command, vm_rss_bytes
 
 TARGET_BYTES = 1 << 30
 BASE_TIME_S = 1_767_225_600.0
@@ -248,32 +248,15 @@ def recovery(
         values.append(orjson.dumps(event))
         keys.append(user.encode())
     produce_all(bootstrap, topic, values, keys)
-    env = {
-        **os.environ,
-        "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1"),
-        "STREAMREC_MODEL__RATING_MODEL": "biased_mf",
-        "STREAMREC_KAFKA__RECOMMENDATIONS_TOPIC": fresh_topic("recovery-recs"),
-        "STREAMREC_KAFKA__DLQ_TOPIC": fresh_topic("recovery-dlq"),
-        "STREAMREC_SERVICE__LOG_LEVEL": "WARNING",
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "streamrec.service",
-        "--bootstrap-servers",
+    command, env = service_command(
         bootstrap,
-        "--topics",
         topic,
-        "--group-id",
-        f"bench-recovery-{uuid.uuid4().hex[:8]}",
-        "--state-dir",
-        str(state_dir),
-        "--metrics-port",
-        "0",
-        "--max-events",
-        str(tail),
-        "--progress",
-    ]
+        state_dir,
+        group_stem="recovery",
+        max_events=tail,
+        model={"rating_model": "biased_mf"},
+        extra_args=["--progress"],
+    )
     started = time.perf_counter()
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

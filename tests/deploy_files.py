@@ -7,6 +7,7 @@ query time, so Prometheus (or promtool) can check the very expressions users run
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -76,4 +77,9 @@ def metric_names_in(text: str) -> set[str]:
 
 
 def which(binary: str) -> str | None:
-    return shutil.which(binary)
+    """Path of `binary`, or None (its tests then skip), except where CI says tools are required
+    (`STREAMREC_REQUIRE_TOOLS=1`, set by `.ci/run`): there a missing tool fails the run."""
+    path = shutil.which(binary)
+    if path is None and os.environ.get("STREAMREC_REQUIRE_TOOLS") == "1":
+        raise RuntimeError(f"{binary} is required here (STREAMREC_REQUIRE_TOOLS=1) but missing")
+    return path

@@ -36,7 +36,15 @@ _NOT_STATE = (
     type,
     functools.partial,
 )
-_EMPTY = np.zeros(0, dtype=np.int64)
+
+
+def _grown(array: np.ndarray, n: int) -> np.ndarray:
+    """`array` with room for at least `n` entries (capacity doubles, new slots are 0)."""
+    if n <= len(array):
+        return array
+    bigger = np.zeros(max(n, 2 * len(array)), dtype=array.dtype)
+    bigger[: len(array)] = array
+    return bigger
 
 
 class DecayedCounts:
@@ -52,10 +60,7 @@ class DecayedCounts:
         self.values = np.zeros(64, dtype=np.float64)
 
     def grow(self, n: int) -> None:
-        if n > len(self.values):
-            bigger = np.zeros(max(n, 2 * len(self.values)), dtype=np.float64)
-            bigger[: len(self.values)] = self.values
-            self.values = bigger
+        self.values = _grown(self.values, n)
 
     def add(self, index: int, t: float, weight: float) -> None:
         if self.t_ref is None:
@@ -72,7 +77,6 @@ class RecommenderModel:
 
     def __init__(self, settings: ModelSettings) -> None:
         self.settings = settings
-        self.rng = random.Random(settings.seed)
         self.user_index: dict[str, int] = {}
         self.user_ids: list[str] = []
         self.item_index: dict[str, int] = {}
@@ -81,7 +85,9 @@ class RecommenderModel:
         self.seen: list[array[int]] = []  # every item the user interacted with, oldest first
         self.positives: list[array[int]] = []  # positively-rated/clicked/bought items, in order
         self.popularity = DecayedCounts(settings.popularity_half_life_s)
-        self.item_first_seen: list[float] = []
+        # Event time each item was first seen (read per refresh for the 'new' source): numpy, so
+        # a refresh slices it instead of converting a Python list of the whole catalog.
+        self.item_first_seen = np.zeros(64, dtype=np.float64)
         self.rating_model: RatingModel = make_rating_model(
             settings.rating_model,
             rating_scale=(settings.rating_min, settings.rating_max),
@@ -94,7 +100,6 @@ class RecommenderModel:
             else make_ranker(settings.ranker, **settings.ranker_params)
         )
         self.events_learned = 0
-        self.ratings_learned = 0
         self.last_event_time = 0.0
 
     # ---- ids -------------------------------------------------------------------------------
@@ -121,7 +126,8 @@ class RecommenderModel:
         if index is None:
             index = self.item_index[item_id] = len(self.item_ids)
             self.item_ids.append(item_id)
-            self.item_first_seen.append(t)
+            self.item_first_seen = _grown(self.item_first_seen, index + 1)
+            self.item_first_seen[index] = t
             self.popularity.grow(index + 1)
         return index
 
@@ -142,7 +148,6 @@ class RecommenderModel:
         i = self._item(event.item_id, event.timestamp)
         if isinstance(event, RatingEvent):
             self.rating_model.learn_one(u, i, event.rating)
-            self.ratings_learned += 1
         weight = self.positive_weight(event)
         if weight > 0.0:
             positives = self.positives[u]

@@ -46,7 +46,7 @@ def popular_order(model: RecommenderModel, depth: int) -> IntArray:
 
 def new_order(model: RecommenderModel, depth: int) -> IntArray:
     """Items first seen within `new_item_age_s` of the latest event, newest first."""
-    first_seen = np.asarray(model.item_first_seen, dtype=np.float64)
+    first_seen = model.item_first_seen[: model.n_items]
     recent = np.flatnonzero(first_seen >= model.last_event_time - model.settings.new_item_age_s)
     return recent[np.argsort(-first_seen[recent], kind="stable")][:depth].astype(np.int64)
 

@@ -25,12 +25,14 @@ import socket
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any, Literal
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+import numpy as np
+import numpy.typing as npt
 import orjson
 from prometheus_client import (
     CollectorRegistry,
@@ -41,8 +43,11 @@ from prometheus_client import (
     disable_created_metrics,
     make_wsgi_app,
 )
+from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 EVENT_TYPES = ("click", "purchase", "rating", "invalid")
 """Values of the `type` label of `events_consumed_total`: the event types, and `invalid` for a
@@ -154,6 +159,68 @@ class RecentWindow:
         return self._sum / n if n else math.nan
 
 
+class BatchHistogram(Collector):
+    """A label-less Prometheus histogram that takes a whole batch of observations at once.
+
+    prometheus-client's `Histogram.observe` costs about 1.5 µs per value, which for a per-event
+    latency is a tenth of the whole per-event budget; here a batch is bucketed by numpy in one
+    call. It exports exactly what a `Histogram` would (`_bucket`, `_count`, `_sum`).
+
+    >>> from prometheus_client import CollectorRegistry
+    >>> registry = CollectorRegistry()
+    >>> h = BatchHistogram("demo_seconds", "Demo.", buckets=(0.1, 1.0), registry=registry)
+    >>> h.observe_many([0.05, 0.1, 0.5, 7.0])
+    >>> h.observe(0.2)
+    >>> registry.get_sample_value("demo_seconds_bucket", {"le": "0.1"})
+    2.0
+    >>> registry.get_sample_value("demo_seconds_bucket", {"le": "+Inf"})
+    5.0
+    >>> registry.get_sample_value("demo_seconds_count")
+    5.0
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        *,
+        buckets: Sequence[float],
+        registry: CollectorRegistry,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.bounds = np.array(sorted(buckets), dtype=np.float64)
+        self._counts = np.zeros(len(self.bounds) + 1, dtype=np.int64)  # last one: above all
+        self._sum = 0.0
+        self._lock = threading.Lock()  # the scrape runs on the metrics server's thread
+        registry.register(self)
+
+    def observe(self, value: float) -> None:
+        self.observe_many([value])
+
+    def observe_many(self, values: Sequence[float] | npt.NDArray[np.float64]) -> None:
+        """Count every value (`le` buckets are inclusive, as in Prometheus)."""
+        array = np.asarray(values, dtype=np.float64)
+        if array.size == 0:
+            return
+        # NaN lands in no bucket but poisons the sum, as in prometheus-client's Histogram.
+        counted = array[~np.isnan(array)]
+        counts = np.bincount(np.searchsorted(self.bounds, counted), minlength=len(self._counts))
+        total = float(array.sum())
+        with self._lock:
+            self._counts += counts
+            self._sum += total
+
+    def collect(self) -> Iterable[Metric]:
+        with self._lock:
+            cumulative = np.cumsum(self._counts).astype(np.float64).tolist()
+            total = self._sum
+        labels = [floatToGoString(b) for b in self.bounds.tolist()] + ["+Inf"]
+        family = HistogramMetricFamily(self.name, self.documentation)
+        family.add_metric([], list(zip(labels, cumulative, strict=True)), total)
+        yield family
+
+
 class Metrics:
     """The metrics of one streamrec process, created against `registry`.
 
@@ -221,7 +288,7 @@ class Metrics:
             buckets=BATCH_SIZE_BUCKETS,
             registry=r,
         )
-        self.event_to_publish_latency_seconds = Histogram(
+        self.event_to_publish_latency_seconds = BatchHistogram(
             "streamrec_event_to_publish_latency_seconds",
             "From an event's message timestamp to the publish of the refreshed recommendation.",
             buckets=LATENCY_BUCKETS,

@@ -110,6 +110,42 @@ def test_counters_and_histograms_read_back(registry: CollectorRegistry, metrics:
     assert value("streamrec_model_users") == 7
 
 
+def test_batch_histogram_exports_what_a_histogram_would() -> None:
+    """The same exposition as prometheus-client's Histogram for the same observations, values on
+    bucket bounds (inclusive), below the first, above the last and NaN included."""
+    from prometheus_client import Histogram
+
+    from streamrec.metrics import LATENCY_BUCKETS, BatchHistogram
+
+    values = [0.0, 0.001, 0.0011, 0.05, 0.049, 299.0, 300.0, 301.0, 1e9, *LATENCY_BUCKETS]
+    values += [n / 997 for n in range(2000)]
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    batched = BatchHistogram("x_seconds", "X.", buckets=LATENCY_BUCKETS, registry=ours)
+    reference = Histogram("x_seconds", "X.", buckets=LATENCY_BUCKETS, registry=theirs)
+    batched.observe_many(values[:1000])
+    batched.observe_many([])
+    for value in values[1000:]:
+        batched.observe(value)
+    for value in values:
+        reference.observe(value)
+
+    # Same lines, except that the sum may differ in its last bits (numpy sums pairwise), and
+    # `_created`, which the service turns off (`serve` calls disable_created_metrics).
+    def lines(registry: CollectorRegistry) -> list[str]:
+        text = generate_latest(registry).decode()
+        return [x for x in text.splitlines() if "_sum" not in x and "_created" not in x]
+
+    assert lines(ours) == lines(theirs)
+    assert ours.get_sample_value("x_seconds_sum") == pytest.approx(
+        theirs.get_sample_value("x_seconds_sum"), rel=1e-12
+    )
+    batched.observe(math.nan)
+    reference.observe(math.nan)
+    assert ours.get_sample_value("x_seconds_bucket", {"le": "+Inf"}) == theirs.get_sample_value(
+        "x_seconds_bucket", {"le": "+Inf"}
+    )
+
+
 def test_known_label_values_exist_at_zero_before_first_use(registry: CollectorRegistry) -> None:
     """Otherwise the first increment is invisible to rate() and 'no errors' reads as 'no data'."""
     Metrics(registry)

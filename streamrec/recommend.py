@@ -70,6 +70,8 @@ def _top(
 def _fill(blocked: set[int], queue: IntArray, k: int) -> list[int]:
     """The first k items of `queue` not in `blocked` (seen or already chosen)."""
     extra: list[int] = []
+    if k <= 0:
+        return extra
     for item in queue.tolist():
         if item not in blocked:
             extra.append(item)

@@ -12,6 +12,7 @@ from streamrec.bandit import SlotPolicy
 from streamrec.evaluation import PrequentialEvaluator
 from streamrec.pipeline import Pipeline
 from streamrec.preprocess import Record
+from streamrec.recommend import popular_order, top_items
 from streamrec.settings import ModelSettings
 from streamrec.sources import from_values
 from streamrec.synthetic import generate_events
@@ -66,6 +67,16 @@ def test_recommendation_contract(trained: Pipeline) -> None:
         assert rec.model_version == model.events_learned
     assert "model" in sources
     assert len({rec.rec_id for rec in recs}) == len(recs)
+
+
+def test_evaluated_lists_hold_k_items_at_most(trained: Pipeline) -> None:
+    """What the evaluator scores is the top K, never longer: a longer list would count hits at
+    ranks beyond K (a regression once inflated replay Recall@10 from 0.185 to 0.58)."""
+    model = trained.model
+    popular = popular_order(model, 10 + model.settings.history_length)
+    lengths = {len(top_items(model, user, 10, popular)) for user in range(model.n_users)}
+    assert max(lengths) == 10
+    assert len(top_items(model, 0, 3, popular)) == 3
 
 
 def test_cold_start_user_gets_popular_items_with_reason(trained: Pipeline) -> None:

@@ -24,7 +24,7 @@ DENSE_BLOCK_USERS = 256
 """Users scored per matrix product: bounds the temporary (users × items) score block."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass costs ~3x as much to build
 class Slot:
     item: int
     score: float
@@ -106,18 +106,29 @@ def _model_picks(
         block = users[start : start + DENSE_BLOCK_USERS]
         scores = dense(np.asarray(block, dtype=np.int64), n)
         for row, user in enumerate(block):
-            picks.append(_top_dense(scores[row], model.seen_items(user), k))
+            scores[row, model.seen_items(user)] = -np.inf  # a scratch copy from the product
+        picks.extend(_top_rows(scores, k))
     return picks
 
 
-def _top_dense(scores: FloatArray, exclude: IntArray, k: int) -> tuple[IntArray, FloatArray]:
-    """The k best items of a full score row, `exclude` masked out; ties broken by item index."""
-    scores[exclude] = -np.inf  # the row is a scratch copy from the matrix product
-    k = min(k, len(scores))
-    best = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-    best = best[np.isfinite(scores[best])]
-    order = np.lexsort((best, -scores[best]))
-    return best[order].astype(np.int64), scores[best[order]]
+def _top_rows(scores: FloatArray, k: int) -> list[tuple[IntArray, FloatArray]]:
+    """Per row of a score block: the k best finite items, best first, ties by item index.
+
+    One argpartition and one lexsort for the whole block: at these sizes, per-row numpy calls
+    cost more in call overhead than in work.
+    """
+    n_rows, n_items = scores.shape
+    k = min(k, n_items)
+    if k < n_items:
+        best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        best = np.broadcast_to(np.arange(n_items), (n_rows, n_items))
+    best_scores = np.take_along_axis(scores, best, axis=1)
+    order = np.lexsort((best, -best_scores), axis=1)  # -inf (masked) sorts last
+    best = np.take_along_axis(best, order, axis=1).astype(np.int64)
+    best_scores = np.take_along_axis(best_scores, order, axis=1)
+    n_finite = np.isfinite(best_scores).sum(axis=1).tolist()
+    return [(best[row, :n], best_scores[row, :n]) for row, n in enumerate(n_finite)]
 
 
 def recommend(
@@ -130,19 +141,21 @@ def recommend(
     policy = policy or SlotPolicy("none")
     depth = k + model.settings.history_length
     queues = {"popular": popular_order(model, depth), "new": new_order(model, depth)}
+    contextual = policy.contextual
     cached: dict[tuple[str, ...], list[float]] = {}
+    popularity = model.popularity.values
     lists = []
     for user, (best, best_scores) in zip(users, _model_picks(model, users, k), strict=True):
         seen = set(model.seen[user])
         cold = not seen
-        history = model.positive_items(user)
+        best_items = best.tolist()
         candidates = {
-            "model": best.tolist(),
+            "model": list(best_items),
             "popular": _fill(seen, queues["popular"], k),
             "new": _fill(seen, queues["new"], k),
         }
-        model_scores = dict(zip(best.tolist(), best_scores.tolist(), strict=True))
-        context = slot_context(model, user) if policy.contextual else None
+        model_scores = dict(zip(best_items, best_scores.tolist(), strict=True))
+        context = slot_context(model, user) if contextual else None
         chosen: set[int] = set()
         picks: list[tuple[int, float, Source, float, float]] = []
         while len(picks) < k:
@@ -156,23 +169,30 @@ def recommend(
             if not heads:
                 break
             arms = tuple(heads)
-            if policy.contextual:
-                probs = policy.distribution(arms, context)
+            if contextual:
+                probs = _or_fill(policy.distribution(arms, context), arms)
             else:
-                probs = cached.get(arms) or cached.setdefault(arms, policy.distribution(arms))
-            if sum(probs) <= 0.0:  # exploration off and the model has nothing left: fill
-                probs = [
-                    1.0 if arm == ("popular" if "popular" in heads else arms[0]) else 0.0
-                    for arm in arms
-                ]
+                probs = cached.get(arms) or cached.setdefault(
+                    arms, _or_fill(policy.distribution(arms), arms)
+                )
             pick = policy.choose(probs)
-            arm, item = arms[pick], heads[arms[pick]]
-            propensity = sum(p for a, p in zip(arms, probs, strict=True) if heads[a] == item)
-            score = model_scores.get(item, float(model.popularity.values[item]))
+            arm = arms[pick]
+            item = heads[arm]
+            propensity = 0.0  # every arm whose head is this item would have shown it here
+            for other, p in zip(arms, probs, strict=True):
+                if heads[other] == item:
+                    propensity += p
+            score = model_scores.get(item)
+            if score is None:
+                score = float(popularity[item])
             picks.append((item, score, arm, min(propensity, 1.0), probs[pick]))
             chosen.add(item)
         reasons = _reasons(
-            model, user, history, [(item, arm) for item, _, arm, _, _ in picks], cold
+            model,
+            user,
+            model.positive_items(user),
+            [(item, arm) for item, _, arm, _, _ in picks],
+            cold,
         )
         lists.append(
             [
@@ -183,6 +203,15 @@ def recommend(
             ]
         )
     return lists
+
+
+def _or_fill(probs: list[float], arms: tuple[str, ...]) -> list[float]:
+    """`probs`, unless they are all zero (exploration off and the model has nothing left for
+    this slot): then the list is filled from `popular` if it is among the arms, else the first."""
+    if sum(probs) > 0.0:
+        return probs
+    fill = "popular" if "popular" in arms else arms[0]
+    return [1.0 if arm == fill else 0.0 for arm in arms]
 
 
 def slot_context(model: RecommenderModel, user: int) -> dict[str, float]:

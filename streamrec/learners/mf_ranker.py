@@ -49,16 +49,21 @@ class MFRanker:
         return np.arange(len(scores), dtype=np.int64), scores
 
     def explain_many(self, user: int, history: IntArray, items: list[int]) -> list[int | None]:
-        """`explain` for several items of one list, with one matrix product."""
+        """`explain` for several items of one list, with one matrix product.
+
+        The cosine's item norm is the same for every history item, so only the history side is
+        normalized: argmax over h of (f_h · f_i) / |f_h|.
+        """
         factors = self.mf.item_factors
         known = history[history < len(factors)]
-        if not len(known) or not items:
-            return [None] * len(items)
-        norms = np.linalg.norm(factors[known], axis=1)
-        unit = factors[known] / np.where(norms > 0, norms, 1.0)[:, None]
         rated = [item for item in items if item < len(factors)]
-        best = known[np.argmax(unit @ factors[rated].T, axis=0)] if rated else []
-        anchors = dict(zip(rated, (int(b) for b in best), strict=True))
+        if not len(known) or not rated:
+            return [None] * len(items)
+        past = factors[known]
+        norms = np.sqrt(np.einsum("ij,ij->i", past, past))
+        similarity = past @ factors[rated].T
+        similarity /= np.where(norms > 0, norms, 1.0)[:, None]
+        anchors = dict(zip(rated, known[similarity.argmax(axis=0)].tolist(), strict=True))
         return [anchors.get(item) for item in items]
 
     def explain(self, user: int, history: IntArray, item: int) -> int | None:

@@ -16,6 +16,7 @@ import hashlib
 import math
 import random
 import struct
+import sys
 import types
 from array import array
 from typing import Any
@@ -29,6 +30,8 @@ from streamrec.learners.mf_ranker import MFRanker
 from streamrec.settings import ModelSettings
 
 _LN2 = math.log(2.0)
+_ITEM_SIZE = array("i").itemsize  # histories hold C ints
+_LOW_BYTE = 0 if sys.byteorder == "little" else _ITEM_SIZE - 1  # offset of an int's low byte
 _NOT_STATE = (
     types.FunctionType,
     types.BuiltinFunctionType,
@@ -63,13 +66,16 @@ class DecayedCounts:
         self.values = _grown(self.values, n)
 
     def add(self, index: int, t: float, weight: float) -> None:
-        if self.t_ref is None:
-            self.t_ref = t
-        exponent = (t - self.t_ref) * self.rate
+        t_ref = self.t_ref
+        if t_ref is None:
+            t_ref = self.t_ref = t
+        exponent = (t - t_ref) * self.rate
+        values = self.values
         if exponent > 200.0:
-            self.values *= math.exp(-exponent)
+            values *= math.exp(-exponent)
             self.t_ref, exponent = t, 0.0
-        self.values[index] += weight * math.exp(exponent)
+        # `values[index] += x` in Python floats: the same IEEE sum, without a numpy scalar.
+        values[index] = values.item(index) + weight * math.exp(exponent)
 
 
 class RecommenderModel:
@@ -144,24 +150,33 @@ class RecommenderModel:
 
     def learn(self, event: AnyEvent) -> int:
         """Learn one event; returns the user's index (the pipeline marks that user dirty)."""
-        u = self._user(event.user_id)
-        i = self._item(event.item_id, event.timestamp)
+        # Known ids are the common case: look them up here, call the helpers only to add one.
+        u = self.user_index.get(event.user_id)
+        if u is None:
+            u = self._user(event.user_id)
+        t = event.timestamp
+        i = self.item_index.get(event.item_id)
+        if i is None:
+            i = self._item(event.item_id, t)
         if isinstance(event, RatingEvent):
             self.rating_model.learn_one(u, i, event.rating)
         weight = self.positive_weight(event)
+        limit = self.settings.history_length
         if weight > 0.0:
             positives = self.positives[u]
-            if getattr(self.ranker, "learns", True):
-                self.ranker.learn_one(u, i, weight, np.array(positives, dtype=np.int64))
-            _append_bounded(positives, i, self.settings.history_length)
-            self.popularity.add(i, event.timestamp, weight)
+            ranker = self.ranker
+            if getattr(ranker, "learns", True):  # no history copy for a ranker that ignores it
+                ranker.learn_one(u, i, weight, np.array(positives, dtype=np.int64))
+            _append_bounded(positives, i, limit)
+            self.popularity.add(i, t, weight)
         seen = self.seen[u]
-        if i not in seen:  # a set for exclusion: order only decides which item ages out first
+        if _position(seen, i) < 0:  # a set for exclusion: order only decides which ages out
             seen.append(i)
-            if len(seen) > self.settings.history_length:
+            if len(seen) > limit:
                 del seen[0]
         self.events_learned += 1
-        self.last_event_time = max(self.last_event_time, event.timestamp)
+        if t > self.last_event_time:  # max(last, t), without the builtin call
+            self.last_event_time = t
         return u
 
     # ---- reading (never creates state) -----------------------------------------------------
@@ -200,10 +215,32 @@ class RecommenderModel:
         return h.hexdigest()
 
 
+def _position(history: array[int], item: int) -> int:
+    """`history.index(item)`, or -1 if absent; ~0.4 µs where `item in history` took ~1.4 µs.
+
+    (Per event on ML-100K, where histories average ~90 entries; the scan runs twice per event.)
+    `in` boxes every entry into a Python int to compare it. Here `bytes.find` (memchr) scans the
+    raw buffer for the item's low byte, and only hits on an entry's low byte are compared, as ints,
+    so the answer is exact whatever the hits. A zero low byte would hit most entries' high bytes,
+    so those items (1 in 256) take the plain scan.
+    """
+    low = item & 0xFF  # two's complement, so right for negative entries too
+    if not low:
+        return history.index(item) if item in history else -1
+    data = history.tobytes()
+    k = data.find(low)
+    while k >= 0:
+        if k % _ITEM_SIZE == _LOW_BYTE and history[k // _ITEM_SIZE] == item:
+            return k // _ITEM_SIZE
+        k = data.find(low, k + 1)
+    return -1
+
+
 def _append_bounded(history: array[int], item: int, limit: int) -> None:
     """Append `item` as most recent, moving it if already present, keeping the last `limit`."""
-    if item in history:
-        history.remove(item)
+    k = _position(history, item)
+    if k >= 0:
+        del history[k]
     history.append(item)
     if len(history) > limit:
         del history[: len(history) - limit]

@@ -1,16 +1,26 @@
-"""DenseBiasedMF's inlined SGD step must stay bit-identical to River's BiasedMF, in every setup."""
+"""The fast path of learning one event must change no result.
+
+DenseBiasedMF's inlined SGD step stays bit-identical to River's BiasedMF in every setup; the
+model's per-event bookkeeping (history search, popularity) matches the plain formulas it replaced.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
+import random
+from array import array
 from pathlib import Path
 
 import numpy as np
 import pytest
 from river import optim, reco
 
+from streamrec.events import EVENT_ADAPTER
 from streamrec.learners import DenseBiasedMF, make_rating_model
+from streamrec.model import DecayedCounts, RecommenderModel, _append_bounded, _position
+from streamrec.settings import ModelSettings
 
 
 def ratings(n: int = 2000) -> list[tuple[int, int, float]]:
@@ -157,3 +167,97 @@ def test_speed_configuration_is_bit_identical_to_river_on_all_of_ml100k() -> Non
         dense.learn_one(u, i, float(y))
         river_model.learn_one(u, i, float(y))
     assert_same_state(dense, river_model, len(raw))
+
+
+# ---- the model's bookkeeping ----------------------------------------------------------------
+
+
+def test_history_position_equals_array_index() -> None:
+    """Every kind of item: low byte zero (the plain-scan fallback), low byte equal to other
+    entries' high bytes (hits that must be skipped), absent, negative, beyond int32."""
+    rng = random.Random(3)
+    for size in (0, 1, 7, 64, 200):
+        for universe in (300, 70_000):
+            history = array("i", rng.sample(range(universe), size))
+            probes = [*history, 0, 1, 5, 256, 512, 1280, 65_536, -1, -256, 2**31 + 5]
+            probes += [rng.randrange(-10, universe + 10) for _ in range(200)]
+            for item in probes:
+                expected = history.index(item) if item in history else -1
+                assert _position(history, item) == expected, (size, universe, item)
+    negative = array("i", [-3, 7, -256, 2**31 - 1, -(2**31)])
+    for item in [*negative, 3, 256, -7]:
+        assert _position(negative, item) == (negative.index(item) if item in negative else -1)
+
+
+def test_append_bounded_matches_remove_append_trim() -> None:
+    rng = random.Random(8)
+    ours, reference = array("i"), []
+    for _ in range(5000):
+        item = rng.choice([rng.randrange(600), rng.randrange(3) * 256, rng.randrange(8)])
+        _append_bounded(ours, item, 40)
+        if item in reference:
+            reference.remove(item)
+        reference.append(item)
+        del reference[: max(0, len(reference) - 40)]
+        assert ours.tolist() == reference
+
+
+def test_popularity_add_equals_the_numpy_scalar_update() -> None:
+    rng = random.Random(5)
+    counts = DecayedCounts(3600.0)
+    counts.grow(50)
+    reference = np.zeros(50)
+    t_ref = None
+    t = 1_000_000.0
+    for _ in range(3000):
+        t += rng.expovariate(1 / 500.0)  # sometimes far enough to rebase
+        index, weight = rng.randrange(50), rng.choice([1.0, 3.0, 0.5])
+        counts.add(index, t, weight)
+        t_ref = t if t_ref is None else t_ref
+        exponent = (t - t_ref) * counts.rate
+        if exponent > 200.0:
+            reference *= math.exp(-exponent)
+            t_ref, exponent = t, 0.0
+        reference[index] += weight * math.exp(exponent)
+    assert counts.t_ref == t_ref
+    assert np.array_equal(counts.values[:50], reference)
+
+
+def test_model_histories_follow_the_plain_list_rules() -> None:
+    """Ratings, clicks and purchases with repeats, over more than 256 items (ids with a zero low
+    byte) and a short history bound: `seen` and `positives` equal the list-based reference."""
+    limit = 12
+    model = RecommenderModel(
+        ModelSettings(rating_model="biased_mf", ranker="mf", history_length=limit)
+    )
+    rng = random.Random(11)
+    seen: dict[int, list[int]] = {}
+    positives: dict[int, list[int]] = {}
+    for n in range(6000):
+        kind = rng.choice(["rating", "rating", "click", "purchase"])
+        raw = {
+            "event_id": f"e{n}",
+            "type": kind,
+            "user_id": f"u{rng.randrange(15)}",
+            "item_id": f"i{rng.randrange(700)}",
+            "timestamp": 1_700_000_000_000 + 1000 * n,
+        }
+        if kind == "rating":
+            raw["rating"] = float(rng.randint(1, 5))
+        event = EVENT_ADAPTER.validate_python(raw)
+        u = model.learn(event)
+        i = model.item_index[event.item_id]
+        if model.positive_weight(event) > 0.0:
+            history = positives.setdefault(u, [])
+            if i in history:
+                history.remove(i)
+            history.append(i)
+            del history[: max(0, len(history) - limit)]
+        history = seen.setdefault(u, [])
+        if i not in history:
+            history.append(i)
+            del history[: max(0, len(history) - limit)]
+    assert model.n_items > 512
+    for u in range(model.n_users):
+        assert model.seen[u].tolist() == seen.get(u, [])
+        assert model.positives[u].tolist() == positives.get(u, [])

@@ -33,9 +33,13 @@ def _parse_timestamp(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("timestamp must be RFC 3339 text or epoch milliseconds, not a boolean")
     if isinstance(value, int | float):
-        if not math.isfinite(value):
+        try:
+            seconds = float(value) / 1000.0
+        except OverflowError:  # an int beyond float range must be an error, not a crash
+            raise ValueError("timestamp is out of range") from None
+        if not math.isfinite(seconds):
             raise ValueError("timestamp must be finite")
-        return float(value) / 1000.0
+        return seconds
     if isinstance(value, str):
         text = value.strip()
         if text.endswith(("Z", "z")):

@@ -9,6 +9,8 @@ from streamrec.preprocess import DeadLetter, Preprocessor, Record
 from streamrec.settings import ModelSettings
 
 NOW = 1_767_225_600.0
+HUGE_TS = b',"user_id":"u","item_id":"i","timestamp":1' + b"0" * 400 + b"}"
+"""An int timestamp beyond float range: once an OverflowError that stopped the loop."""
 
 
 def record(**fields: object) -> Record:
@@ -38,6 +40,7 @@ def record(**fields: object) -> Record:
         (record(timestamp=int((NOW + 3600) * 1000)), "timestamp_in_future"),
         (record(timestamp=int(NOW)), "timestamp_too_old"),  # seconds sent as milliseconds
         (record(item_id="x" * 1000), "invalid_event"),
+        (Record(orjson.dumps({"event_id": "e1", "type": "click"})[:-1] + HUGE_TS), "invalid_event"),
     ],
 )
 def test_bad_records_become_dead_letters(rec: Record, reason: str) -> None:

@@ -13,6 +13,7 @@ import math
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -26,6 +27,7 @@ MAX_ID_LENGTH = 256
 """Ids longer than this are rejected: they are either bugs or attacks, and they bloat the model."""
 
 MAX_CONTEXT_FIELDS = 32
+MAX_QUANTITY = 1_000_000
 
 
 def _parse_timestamp(value: Any) -> float:
@@ -99,7 +101,7 @@ class ClickEvent(_EventBase):
 
 class PurchaseEvent(_EventBase):
     type: Literal["purchase"]
-    quantity: Annotated[int, Field(ge=1, le=1_000_000)] = 1
+    quantity: Annotated[int, Field(ge=1, le=MAX_QUANTITY)] = 1
     price: Annotated[float, Field(ge=0)] | None = None
 
 
@@ -143,9 +145,232 @@ class Recommendation(BaseModel):
     items: list[RecommendedItem]
 
 
+_validate_json = EVENT_ADAPTER.validate_json
+"""The full pydantic decode: the reference the fast path must agree with, and the fallback that
+produces every error. A module global so a test can count how often `decode_event` falls back."""
+
+
 def decode_event(data: bytes | str) -> AnyEvent:
-    """Parse and validate one JSON event; raises pydantic.ValidationError on bad input."""
-    return EVENT_ADAPTER.validate_json(data)
+    """Parse and validate one JSON event; raises pydantic.ValidationError on bad input.
+
+    Decoding is the largest per-event cost of the hot loop, so ordinary events take a fast path
+    (`_decode_fast`) that accepts only inputs for which the result is provably the one pydantic
+    returns; everything else, and every error, goes through pydantic unchanged.
+    """
+    event = _decode_fast(data)
+    if event is None:
+        event = _validate_json(data)
+    return event
+
+
+# --- The fast path -------------------------------------------------------------------------------
+#
+# orjson parses; hand-written checks then accept a conservative subset of what the pydantic models
+# accept, and for that subset build the same result. What makes the two parsers agree on a document:
+# - Both reject what is not RFC 8259 JSON (orjson also rejects NaN, Infinity and numbers that
+#   overflow to infinity, which pydantic's parser accepts: those fall back), and both keep the
+#   *last* value of a duplicated key, at the top level and inside `context`.
+# - pydantic's parser refuses nesting deeper than 200 levels, orjson allows 1024. A deep value can
+#   hide in an ignored field or under a key that a later duplicate overwrites, so the fast path
+#   takes only documents shorter than _SHALLOW_LENGTH (depth d needs 2*d brackets) or with at most
+#   _MAX_BRACKETS opening brackets.
+# - orjson turns integer literals beyond 64 bits into floats; pydantic keeps them as ints. Such a
+#   float has magnitude >= 2**63, so the fast path accepts floats only below _FLOAT_LIMIT: every
+#   float it accepts was written as a float literal, parsed by both to the nearest double.
+# Ids are taken when their first char is printable ASCII other than space, which surely matches
+# the `\S` pattern (pydantic's regex uses Unicode whitespace, not Python's `str.isspace`: other
+# ids are left to pydantic); lengths count code points in both.
+
+_SHALLOW_LENGTH = 256
+_MAX_BRACKETS = 16
+_FLOAT_LIMIT = 2.0**63
+_INT_AS_FLOAT_LIMIT = 2**53
+"""An int below this in magnitude converts to float exactly, whichever code converts it (pydantic
+rounds larger ones as Python does too, as far as the tests see; the bound keeps it certain)."""
+
+_loads = orjson.loads
+_JSONDecodeError = orjson.JSONDecodeError
+_ID_FIRST_CHARS = frozenset(map(chr, range(ord("!"), ord("~") + 1)))
+_NOT_FLOAT_SCALARS = frozenset({str, int, bool, type(None)})
+_REQUIRED_FIELDS = frozenset({"event_id", "user_id", "item_id", "timestamp", "type"})
+_RATING_FIELDS = _REQUIRED_FIELDS | {"rating"}
+
+# model_construct costs more than pydantic's validation of a small event, so the fast path sets the
+# four slots that BaseModel instances carry, as model_construct and unpickling do.
+# tests/test_fast_decode.py checks that these are all of BaseModel's slots and that the results
+# equal validated events in __dict__, model_fields_set and __getstate__.
+_FAST_SLOTS = ("__dict__", "__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__")
+_new = object.__new__
+_set_dict = BaseModel.__dict__["__dict__"].__set__
+_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
+
+
+def _decode_fast(data: bytes | str) -> AnyEvent | None:
+    """The event pydantic would return for `data`, or None whenever that is not certain.
+
+    Written out inline on purpose: at ~2 us per event every call and attribute lookup shows.
+    """
+    if type(data) is bytes:
+        if len(data) > _SHALLOW_LENGTH and data.count(b"{") + data.count(b"[") > _MAX_BRACKETS:
+            return None
+    elif type(data) is str:
+        if len(data) > _SHALLOW_LENGTH and data.count("{") + data.count("[") > _MAX_BRACKETS:
+            return None
+    else:
+        return None  # bytearray, memoryview, subclasses: pydantic's business
+    try:
+        obj = _loads(data)
+    except _JSONDecodeError:
+        return None
+    if type(obj) is not dict:
+        return None
+    try:
+        kind = obj["type"]
+        event_id = obj["event_id"]
+        user_id = obj["user_id"]
+        item_id = obj["item_id"]
+        timestamp = obj["timestamp"]
+    except KeyError:
+        return None
+    if not (
+        type(event_id) is str
+        and len(event_id) <= MAX_ID_LENGTH
+        and event_id[:1] in _ID_FIRST_CHARS
+        and type(user_id) is str
+        and len(user_id) <= MAX_ID_LENGTH
+        and user_id[:1] in _ID_FIRST_CHARS
+        and type(item_id) is str
+        and len(item_id) <= MAX_ID_LENGTH
+        and item_id[:1] in _ID_FIRST_CHARS
+    ):
+        return None
+    # _parse_timestamp returns float(value) / 1000.0; `int / float` converts the int the same way.
+    if type(timestamp) is float:
+        if not -_FLOAT_LIMIT < timestamp < _FLOAT_LIMIT:
+            return None
+    elif type(timestamp) is not int:
+        return None
+    # One dict display per class, in field order (as pydantic fills __dict__): built at full size.
+    seconds = timestamp / 1000.0
+    values: dict[str, Any]
+    cls: type[AnyEvent]
+    if kind == "rating":
+        rating = obj.get("rating")
+        if type(rating) is float:
+            if not -_FLOAT_LIMIT < rating < _FLOAT_LIMIT:
+                return None
+        elif type(rating) is int and -_INT_AS_FLOAT_LIMIT < rating < _INT_AS_FLOAT_LIMIT:
+            rating = float(rating)
+        else:
+            return None
+        cls = RatingEvent
+        values = {
+            "event_id": event_id,
+            "user_id": user_id,
+            "item_id": item_id,
+            "timestamp": seconds,
+            "rec_id": None,
+            "context": None,
+            "type": "rating",
+            "rating": rating,
+        }
+        fields_set = set(_RATING_FIELDS)
+    elif kind == "click":
+        cls = ClickEvent
+        values = {
+            "event_id": event_id,
+            "user_id": user_id,
+            "item_id": item_id,
+            "timestamp": seconds,
+            "rec_id": None,
+            "context": None,
+            "type": "click",
+        }
+        fields_set = set(_REQUIRED_FIELDS)
+    elif kind == "purchase":
+        cls = PurchaseEvent
+        values = {
+            "event_id": event_id,
+            "user_id": user_id,
+            "item_id": item_id,
+            "timestamp": seconds,
+            "rec_id": None,
+            "context": None,
+            "type": "purchase",
+            "quantity": 1,
+            "price": None,
+        }
+        fields_set = set(_REQUIRED_FIELDS)
+        if not _purchase_fields(obj, values, fields_set):
+            return None
+    else:
+        return None
+    if "rec_id" in obj:
+        rec_id = obj["rec_id"]
+        if not (
+            rec_id is None
+            or (
+                type(rec_id) is str
+                and len(rec_id) <= MAX_ID_LENGTH
+                and rec_id[:1] in _ID_FIRST_CHARS
+            )
+        ):
+            return None
+        values["rec_id"] = rec_id
+        fields_set.add("rec_id")
+    if "context" in obj:
+        context = obj["context"]
+        if not (context is None or _plain_context(context)):
+            return None
+        values["context"] = context
+        fields_set.add("context")
+    event = _new(cls)
+    _set_dict(event, values)
+    _set_fields_set(event, fields_set)
+    _set_extra(event, None)
+    _set_private(event, None)
+    return event
+
+
+def _purchase_fields(obj: dict[str, Any], values: dict[str, Any], fields_set: set[str]) -> bool:
+    """Sets quantity (int 1..MAX_QUANTITY) and price (float >= 0, or None) when present, as pydantic
+    would; False when that is not certain."""
+    if "quantity" in obj:
+        quantity = obj["quantity"]
+        if not (type(quantity) is int and 1 <= quantity <= MAX_QUANTITY):
+            return False
+        values["quantity"] = quantity
+        fields_set.add("quantity")
+    if "price" in obj:
+        price = obj["price"]
+        if type(price) is float:
+            if not 0.0 <= price < _FLOAT_LIMIT:  # -0.0 passes ge=0 and stays -0.0
+                return False
+        elif type(price) is int and 0 <= price < _INT_AS_FLOAT_LIMIT:
+            price = float(price)
+        elif price is not None:
+            return False
+        values["price"] = price
+        fields_set.add("price")
+    return True
+
+
+def _plain_context(value: object) -> bool:
+    """A `context` that pydantic keeps as it is: a dict of at most MAX_CONTEXT_FIELDS entries
+    whose values are str, int, bool, None or a float below _FLOAT_LIMIT (its smart union keeps
+    each JSON scalar's own type: 1 stays int, 1.0 float, true bool)."""
+    if type(value) is not dict or len(value) > MAX_CONTEXT_FIELDS:
+        return False
+    for item in value.values():
+        kind = type(item)
+        if kind is float:
+            if not -_FLOAT_LIMIT < item < _FLOAT_LIMIT:
+                return False
+        elif kind not in _NOT_FLOAT_SCALARS:
+            return False
+    return True
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:

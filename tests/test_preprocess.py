@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import orjson
 import pytest
 
@@ -71,3 +73,73 @@ def test_dedup_window_survives_pickling() -> None:
     pre.check(record(event_id="a"), now=NOW)
     restored = pickle.loads(pickle.dumps(pre))
     assert restored.check(record(event_id="a"), now=NOW) is None
+
+
+def reference_reason(event: dict[str, object], settings: ModelSettings, now: float) -> str | None:
+    """The guard as first written (before `check` inlined its common case)."""
+    if event["type"] == "rating":
+        r = float(event["rating"])  # type: ignore[arg-type]
+        if not (math.isfinite(r) and settings.rating_min <= r <= settings.rating_max):
+            return "rating_out_of_range"
+    timestamp = float(event["timestamp"]) / 1000.0  # type: ignore[arg-type]
+    if timestamp > now + settings.max_future_skew_s:
+        return "timestamp_in_future"
+    if timestamp < settings.min_timestamp_s:
+        return "timestamp_too_old"
+    return None
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        ModelSettings(),
+        ModelSettings(rating_min=0.5, rating_max=5.0, max_future_skew_s=0.0),
+        ModelSettings(rating_min=-10.0, rating_max=10.0, min_timestamp_s=NOW - 1.0),
+    ],
+)
+def test_guard_boundaries_as_before(settings: ModelSettings) -> None:
+    edges_s = [
+        settings.min_timestamp_s,
+        NOW + settings.max_future_skew_s,
+        NOW,
+        0.0,
+    ]
+    timestamps_ms = {t * 1000 + d for t in edges_s for d in (-1, -0.5, 0, 0.5, 1)}
+    ratings = [settings.rating_min, settings.rating_max, 0.0, 1.0, 3.0, 4.5, 5.0, 5.5, 6, -0.0]
+    ratings += [settings.rating_min - 1e-9, settings.rating_max + 1e-9, 1e300, -1e300]
+    pre = Preprocessor(settings)
+    n = 0
+    for ts in sorted(timestamps_ms):
+        for fields in [{"type": "click"}] + [{"type": "rating", "rating": r} for r in ratings]:
+            n += 1
+            rec = record(event_id=f"e{n}", timestamp=ts, **fields)
+            outcome = pre.check(rec, now=NOW)
+            event = orjson.loads(rec.value or b"")
+            expected = reference_reason(event, settings, NOW)
+            got = outcome.reason if isinstance(outcome, DeadLetter) else None
+            assert got == expected, event
+            assert outcome is not None
+
+
+def test_new_settings_take_effect() -> None:
+    pre = Preprocessor(ModelSettings())
+    assert isinstance(pre.check(record(type="rating", rating=0.5), now=NOW), DeadLetter)
+    pre.settings = ModelSettings(rating_min=0.5, rating_max=5.0, dedup_window=0)
+    assert not isinstance(pre.check(record(type="rating", rating=0.5), now=NOW), DeadLetter)
+
+
+def test_settings_survive_pickling() -> None:
+    import pickle
+
+    pre = Preprocessor(ModelSettings(rating_min=0.5, rating_max=5.0, max_future_skew_s=0.0))
+    restored = pickle.loads(pickle.dumps(pre))
+    assert restored.settings == pre.settings
+    assert not isinstance(restored.check(record(type="rating", rating=0.5), now=NOW), DeadLetter)
+    late = record(event_id="late", timestamp=int(NOW * 1000) + 1)
+    assert restored.check(late, now=NOW).reason == "timestamp_in_future"  # type: ignore[union-attr]
+
+
+def test_no_dedup_with_a_zero_window() -> None:
+    pre = Preprocessor(ModelSettings(dedup_window=0))
+    assert pre.check(record(event_id="a"), now=NOW) is not None
+    assert pre.check(record(event_id="a"), now=NOW) is not None

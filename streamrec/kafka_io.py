@@ -19,7 +19,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamrec.errors import StreamrecError
-from streamrec.events import Recommendation
+from streamrec.events import Recommendation, encode_recommendation
 from streamrec.preprocess import DeadLetter, Record
 from streamrec.settings import KafkaSettings
 
@@ -210,7 +210,7 @@ class KafkaSink:
     def publish(self, recommendations: Sequence[Recommendation]) -> None:
         topic, callback = self.recommendations_topic, self._on_recommendation
         for rec in recommendations:
-            value = rec.model_dump_json().encode()
+            value = encode_recommendation(rec)
             self._produce(topic, value, rec.user_id.encode(), on_delivery=callback)
         self.producer.poll(0)
 

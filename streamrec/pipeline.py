@@ -183,6 +183,7 @@ class Pipeline:
         generated_at = datetime.now(UTC)
         version = model.events_learned
         messages = []
+        item_ids = model.item_ids
         lists = recommend(model, users, self.settings.k, self.policy)
         for user, slots in zip(users, lists, strict=True):
             user_id = model.user_ids[user]
@@ -194,7 +195,7 @@ class Pipeline:
                             rec_id=rec_id,
                             user_id=user_id,
                             generated_at=model.last_event_time,
-                            items=[model.item_ids[slot.item] for slot in slots],
+                            items=[item_ids[slot.item] for slot in slots],
                             sources=[slot.source for slot in slots],
                             propensities=[slot.propensity for slot in slots],
                             source_propensities=[slot.source_propensity for slot in slots],
@@ -202,22 +203,20 @@ class Pipeline:
                         )
                     )
                 )
-            # model_construct: every field comes from our own typed code, so re-validating ten
-            # items per user per batch buys nothing; tests validate what is published.
             messages.append(
-                Recommendation.model_construct(
-                    rec_id=rec_id,
-                    user_id=user_id,
-                    generated_at=generated_at,
-                    model_version=version,
-                    items=[
-                        RecommendedItem.model_construct(
-                            item_id=model.item_ids[slot.item],
-                            score=slot.score,
-                            rank=rank,
-                            source=slot.source,
-                            propensity=slot.propensity,
-                            reason=slot.reason,
+                Recommendation(
+                    rec_id,
+                    user_id,
+                    generated_at,
+                    version,
+                    [
+                        RecommendedItem(
+                            item_ids[slot.item],
+                            slot.score,
+                            rank,
+                            slot.source,
+                            slot.propensity,
+                            slot.reason,
                         )
                         for rank, slot in enumerate(slots, start=1)
                     ],

@@ -9,7 +9,7 @@ from typing import IO, Any
 
 import orjson
 
-from streamrec.events import Recommendation
+from streamrec.events import Recommendation, encode_recommendation
 from streamrec.preprocess import DeadLetter
 
 
@@ -53,7 +53,7 @@ class JsonlSink:
         decisions: Sequence[dict[str, Any]] = (),
     ) -> None:
         if self._recs is not None and recs:
-            self._recs.write(b"".join(r.model_dump_json().encode() + b"\n" for r in recs))
+            self._recs.write(b"".join(encode_recommendation(r) + b"\n" for r in recs))
         if self._dlq is not None and dead:
             self._dlq.write(b"".join(dead_letter_json(d) + b"\n" for d in dead))
         if self._decisions is not None and decisions:

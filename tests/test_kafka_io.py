@@ -13,7 +13,7 @@ import orjson
 import pytest
 from kafka_helpers import headers_of, make_events, read_topic
 
-from streamrec.events import Recommendation, RecommendedItem
+from streamrec.events import Recommendation, RecommendedItem, decode_recommendation
 from streamrec.kafka_io import (
     DeliveryError,
     KafkaSink,
@@ -112,7 +112,7 @@ def test_sink_publishes_keyed_recommendations_and_never_drops_on_a_full_queue(
     assert sink.delivered == 500 and sink.failed == 0
     messages = read_topic(kafka_bootstrap, recs_topic, 500)
     assert len(messages) == 500
-    first = Recommendation.model_validate_json(messages[0].value())
+    first = decode_recommendation(messages[0].value())
     assert messages[0].key() == first.user_id.encode()
 
 

@@ -114,12 +114,12 @@ def to_record(message: Message) -> Record:
     """A consumed Kafka message as the pipeline's source-agnostic Record."""
     kind, timestamp = message.timestamp()
     return Record(
-        value=message.value(),
-        key=message.key(),
-        topic=message.topic() or "",
-        partition=message.partition() or 0,
-        offset=message.offset() or 0,
-        timestamp_ms=timestamp if kind != 0 else None,  # 0 = TIMESTAMP_NOT_AVAILABLE
+        message.value(),
+        message.key(),
+        message.topic() or "",
+        message.partition() or 0,
+        message.offset() or 0,
+        timestamp if kind != 0 else None,  # 0 = TIMESTAMP_NOT_AVAILABLE
     )
 
 

@@ -20,9 +20,13 @@ MAX_RECORD_BYTES = 64 * 1024
 """A single event is a few hundred bytes; anything this large is a bug or abuse."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Record:
-    """One raw message, whatever it came from (Kafka, a file line, a list in a test)."""
+    """One raw message, whatever it came from (Kafka, a file line, a list in a test).
+
+    Treat it as read-only. It is not a frozen dataclass because one is built per consumed message,
+    and frozen ones cost about three times as much to build.
+    """
 
     value: bytes | None
     key: bytes | None = None

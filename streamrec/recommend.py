@@ -67,12 +67,12 @@ def _top(
     return items[order], scores[order]
 
 
-def _fill(blocked: set[int], queue: IntArray, k: int) -> list[int]:
+def _fill(blocked: set[int], queue: list[int], k: int) -> list[int]:
     """The first k items of `queue` not in `blocked` (seen or already chosen)."""
     extra: list[int] = []
     if k <= 0:
         return extra
-    for item in queue.tolist():
+    for item in queue:
         if item not in blocked:
             extra.append(item)
             if len(extra) == k:
@@ -87,7 +87,7 @@ def top_items(model: RecommenderModel, user: int | None, k: int, popular: IntArr
     ((best, _),) = _model_picks(model, [user], k)
     picked = best.tolist()
     blocked = set(model.seen[user]).union(picked)
-    return np.array(picked + _fill(blocked, popular, k - len(picked)), dtype=np.int64)
+    return np.array(picked + _fill(blocked, popular.tolist(), k - len(picked)), dtype=np.int64)
 
 
 def _model_picks(
@@ -140,7 +140,10 @@ def recommend(
     """One top-K list per user; every item with its source, propensity and a readable reason."""
     policy = policy or SlotPolicy("none")
     depth = k + model.settings.history_length
-    queues = {"popular": popular_order(model, depth), "new": new_order(model, depth)}
+    queues = {
+        "popular": popular_order(model, depth).tolist(),
+        "new": new_order(model, depth).tolist(),
+    }
     contextual = policy.contextual
     cached: dict[tuple[str, ...], list[float]] = {}
     popularity = model.popularity.values

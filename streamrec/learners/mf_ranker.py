@@ -31,6 +31,7 @@ class MFRanker:
 
     def __init__(self, rating_model: RatingModel) -> None:
         self.mf = find_dense_mf(rating_model)
+        self._unit: tuple[tuple[float, int], FloatArray] | None = None
 
     def learn_one(self, user: int, item: int, weight: float, history: IntArray) -> None:
         """Nothing to learn: the rating model learns from the ratings themselves."""
@@ -49,22 +50,37 @@ class MFRanker:
         return np.arange(len(scores), dtype=np.int64), scores
 
     def explain_many(self, user: int, history: IntArray, items: list[int]) -> list[int | None]:
-        """`explain` for several items of one list, with one matrix product.
-
-        The cosine's item norm is the same for every history item, so only the history side is
-        normalized: argmax over h of (f_h · f_i) / |f_h|.
-        """
+        """`explain` for several items of one list, with one matrix product."""
         factors = self.mf.item_factors
         known = history[history < len(factors)]
         rated = [item for item in items if item < len(factors)]
         if not len(known) or not rated:
             return [None] * len(items)
-        past = factors[known]
-        norms = np.sqrt(np.einsum("ij,ij->i", past, past))
-        similarity = past @ factors[rated].T
-        similarity /= np.where(norms > 0, norms, 1.0)[:, None]
+        similarity = self._unit_factors()[known] @ factors[rated].T
         anchors = dict(zip(rated, known[similarity.argmax(axis=0)].tolist(), strict=True))
         return [anchors.get(item) for item in items]
+
+    def _unit_factors(self) -> FloatArray:
+        """Item factors scaled to unit length (zero rows stay zero), cached per model version.
+
+        argmax over h of cos(f_h, f_i) only needs the history side normalized. A refresh explains
+        many lists in a row from the same model, so normalizing the catalog once beats
+        normalizing each user's history; `global_mean.n` counts learned ratings, so it changes
+        whenever any factor does.
+        """
+        factors = self.mf.item_factors
+        version = (self.mf.global_mean.n, len(factors))
+        if self._unit is None or self._unit[0] != version:
+            norms = np.sqrt(np.einsum("ij,ij->i", factors, factors))
+            self._unit = (version, factors / np.where(norms > 0, norms, 1.0)[:, None])
+        return self._unit[1]
+
+    def __getstate__(self) -> dict[str, object]:
+        return {k: v for k, v in self.__dict__.items() if k != "_unit"}  # a cache, not state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._unit = None
 
     def explain(self, user: int, history: IntArray, item: int) -> int | None:
         """The history item whose latent vector points most the same way as `item`'s."""

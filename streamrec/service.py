@@ -74,6 +74,9 @@ log = logging.getLogger(__name__)
 TP = tuple[str, int]
 """(topic, partition)."""
 
+_NOT_OWNED = -1  # what `Worker.positions.get` returns for a partition not assigned here
+MISSING_KEY = "record has no key; key events by user_id"
+
 
 @dataclass
 class Progress:
@@ -322,6 +325,8 @@ class Worker:
         """Learn a consumed batch and publish what it produced."""
         started = time.perf_counter()
         records: list[Record] = []
+        keyless: list[DeadLetter] = []
+        require_key = self.settings.kafka.require_key
         positions = self.positions
         for message in messages:
             error = message.error()
@@ -330,24 +335,18 @@ class Worker:
                 continue
             record = to_record(message)
             key = (record.topic, record.partition)
-            if key not in positions:
+            position = positions.get(key, _NOT_OWNED)
+            if position == _NOT_OWNED:
                 continue  # fetched before a revoke: no longer ours
-            position = positions[key]
             if position is not None and record.offset < position:
                 continue  # fetched before a seek back: already in the model
             positions[key] = record.offset + 1
-            records.append(record)
-        if not records:
+            if require_key and record.key is None and record.value:
+                keyless.append(DeadLetter(record, "missing_key", MISSING_KEY))
+            else:
+                records.append(record)
+        if not records and not keyless:
             return BatchResult()
-        keyless: list[DeadLetter] = []
-        if self.settings.kafka.require_key:
-            keyless = [
-                DeadLetter(r, "missing_key", "record has no key; key events by user_id")
-                for r in records
-                if r.key is None and r.value
-            ]
-            if keyless:
-                records = [r for r in records if r.key is not None or not r.value]
         result = self.pipeline.process(records)
         result.dead_letters.extend(keyless)
         processed = time.perf_counter()

@@ -9,6 +9,7 @@ of the rows of their recent items plus one `bincount`, not a Python loop over th
 from __future__ import annotations
 
 import typing
+from array import array
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +37,27 @@ factor passes this, far below float32's range (3e38)."""
 _DENSE_FACTOR = 8
 """Candidate scores are summed with a dense `bincount` over the catalog when it is at most this
 many times larger than the number of gathered links, else over the unique gathered items only."""
+
+
+def _strongest(weights: Float32Array, keep: int) -> IntArray:
+    """Positions of the `keep` largest `weights`, in position order; ties go to the earlier
+    position. The same set as the first `keep` of a stable descending argsort, in O(n): a
+    partition finds the cut value, everything above it is kept and the ties at it fill up
+    from the front."""
+    length = len(weights)
+    if keep >= length:
+        return np.arange(length)
+    if keep <= 0:
+        return np.arange(0)
+    cut = np.partition(weights, length - keep)[length - keep]
+    kept = weights > cut
+    need = keep - int(np.count_nonzero(kept))
+    if need:
+        kept[np.flatnonzero(weights == cut)[:need]] = True
+    strongest = np.flatnonzero(kept)
+    if len(strongest) != keep:  # NaN weights (NaN input): sort as argsort does, NaN last
+        strongest = np.sort(np.argsort(-weights, kind="stable")[:keep])
+    return strongest
 
 
 class SequenceItemKNN(base.Estimator):
@@ -162,72 +184,29 @@ class SequenceItemKNN(base.Estimator):
         length = int(self.lengths[row])
         keep = min(length, width - max(room, width // 4))
         weights = self.weights[row, :length]
-        strongest = np.sort(np.argsort(-weights, kind="stable")[:keep])
-        self.neighbours[row, :keep] = self.neighbours[row, strongest]
-        self.weights[row, :keep] = weights[strongest]
-        self.neighbours[row, keep:length] = 0
-        self.weights[row, keep:length] = 0.0
+        strongest = _strongest(weights, keep)
+        neighbours = self.neighbours[row]
+        neighbours[:keep] = neighbours[strongest]
+        weights[:keep] = weights[strongest]
+        neighbours[keep:length] = 0
+        weights[keep:length] = 0.0
         self.lengths[row] = keep
-
-    def _add_to_row(self, row: int, others: IntArray, amounts: Float32Array) -> None:
-        """Add `amounts` to `row`'s links to `others` (distinct items), creating missing links.
-
-        Finds `others` in the row through a scratch "item → slot" array: O(row + others)."""
-        length = int(self.lengths[row])
-        stored = self.neighbours[row, :length]
-        position = self._position
-        position[stored] = self._slots[:length]
-        slot = position[others]
-        position[stored] = -1
-        found = slot >= 0
-        self.weights[row, slot[found]] += amounts[found]
-        new = ~found
-        others, amounts = others[new], amounts[new]
-        n_new = len(others)
-        if not n_new:
-            return
-        width = self.max_neighbours
-        if n_new > width:  # only when window > max_neighbours: keep the closest
-            others, amounts, n_new = others[:width], amounts[:width], width
-        if length + n_new > width:
-            self._prune(row, n_new)
-            length = int(self.lengths[row])
-        self.neighbours[row, length : length + n_new] = others
-        self.weights[row, length : length + n_new] = amounts
-        self.lengths[row] = length + n_new
-
-    def _add_to_column(self, rows: IntArray, item: int, amounts: Float32Array) -> None:
-        """Add `amounts[k]` to the link `rows[k] → item` for distinct `rows`, creating missing
-        links: one gather over all the rows instead of one lookup per row."""
-        lengths = self.lengths[rows]
-        width = int(lengths.max())
-        # Empty slots hold item 0 with weight 0: only compare the used part of each row.
-        hits = np.flatnonzero(self.neighbours[rows, :width] == item)
-        which, slot = hits // width, hits % width
-        used = slot < lengths[which]
-        which, slot = which[used], slot[used]
-        self.weights[rows[which], slot] += amounts[which]
-        if len(which) == len(rows):
-            return
-        new = np.ones(len(rows), dtype=bool)
-        new[which] = False
-        rows, amounts, free = rows[new], amounts[new], lengths[new]
-        for k in np.flatnonzero(free >= self.max_neighbours).tolist():
-            self._prune(int(rows[k]), 1)
-            free[k] = self.lengths[rows[k]]
-        self.neighbours[rows, free] = item
-        self.weights[rows, free] = amounts
-        self.lengths[rows] = free + 1
 
     def learn_one(self, user: int, item: int, weight: float, history: IntArray) -> None:
         item = int(item)
         self.events += 1
         # Most recent first, without the item itself, each history item once (at its latest).
-        others: list[int] = history[-self.window :].tolist()
+        recent = history[-self.window :]
+        others: list[int] = recent.tolist()
         others.reverse()
         if item in others or len(set(others)) < len(others):
             others = [other for other in dict.fromkeys(others) if other != item]
-        top = max(item, max(others)) if others else item
+            linked = np.array(others, dtype=np.intp)
+        else:  # the pipeline's histories are already unique: index with the view itself
+            linked = recent[::-1]
+        top = max(others) if others else item
+        if item > top:
+            top = item
         if top >= self.n_rows:
             if top >= len(self.lengths):
                 self._grow(top + 1)
@@ -236,14 +215,88 @@ class SequenceItemKNN(base.Estimator):
             self.scale /= self.link_decay
             if self.scale > _REBASE_AT:
                 self._rebase()
-        self.counts[item] += weight * self.scale
-        if not others:
+        scaled = weight * self.scale
+        self.counts[item] += scaled
+        n = len(others)
+        if not n:
             return
-        linked = np.array(others, dtype=np.intp)
-        # The distance d is the position in the de-duplicated recent history.
-        amounts = self._proximity[: len(others)] * np.float32(weight * self.scale)
-        self._add_to_row(item, linked, amounts)
-        self._add_to_column(linked, item, amounts)
+        # The distance d is the position in the de-duplicated recent history. The float32
+        # products as Python floats (exactly representable), so sums below round the same.
+        proximity = self._proximity[:n]
+        amounts: list[float] = (
+            proximity.tolist() if scaled == 1.0 else (proximity * np.float32(scaled)).tolist()
+        )
+        width = self.max_neighbours
+        lengths = self.lengths
+        neighbours = self.neighbours
+        # Search first, then write: row `item` is not among the rows of `others`.
+        # Row `item`: the slot of each of `others` in it (-1: absent), via the scratch array
+        # (indexed by intp: numpy converts an int32 index array first, at ~4x the cost).
+        length = int(lengths[item])
+        if length:
+            stored = neighbours[item, :length].astype(np.intp)
+            position = self._position
+            position[stored] = self._slots[:length]
+            row_slots: list[int] = position[linked].tolist()
+            position[stored] = -1
+        else:
+            row_slots = [-1] * n
+        # Column `item`: which rows of `others` already link to it, one gather for all. Whole
+        # rows when they are mostly full (`take` is the cheapest gather), else the used part.
+        used = max(int(lengths[linked].max()), 1)
+        if 2 * used > width:
+            used = width
+            block = neighbours.take(linked, axis=0)
+        else:
+            block = neighbours[linked, :used]
+        hits: list[int] = (block == item).reshape(-1).nonzero()[0].tolist()
+        # Then the writes, in plain Python on flat views: a float32 store of the double sum
+        # of two float32 values rounds exactly as numpy's float32 `+=` does.
+        flat_weights = self.weights.data.cast("B").cast("f")
+        flat_neighbours = neighbours.data.cast("B").cast("i")
+        flat_lengths = lengths.data.cast("B").cast("i")
+        base = item * width
+        new_others: list[int] = []
+        new_amounts: list[float] = []
+        for slot, amount, other in zip(row_slots, amounts, others, strict=True):
+            if slot < 0:
+                new_others.append(other)
+                new_amounts.append(amount)
+            else:
+                flat_weights[base + slot] += amount
+        n_new = len(new_others)
+        if n_new:
+            if n_new > width:  # only when window > max_neighbours: keep the closest
+                del new_others[width:], new_amounts[width:]
+                n_new = width
+            if length + n_new > width:
+                self._prune(item, n_new)
+                length = flat_lengths[item]
+            at = base + length
+            flat_neighbours[at : at + n_new] = array("i", new_others)
+            flat_weights[at : at + n_new] = array("f", new_amounts)
+            flat_lengths[item] = length + n_new
+        # Rows of `others`: hits come in row order; the rows before a hit lack the link.
+        k = 0
+        hits.append(n * used)  # a sentinel past the last row: the rows after the last hit
+        for hit in hits:
+            row, slot = divmod(hit, used)
+            if row < n and not item and slot >= flat_lengths[others[row]]:
+                continue  # an empty slot (item 0, weight 0), not a link to item 0
+            while k < row:  # a new link row → item at the end of the row
+                other = others[k]
+                free = flat_lengths[other]
+                if free >= width:
+                    self._prune(other, 1)
+                    free = flat_lengths[other]
+                at = other * width + free
+                flat_neighbours[at] = item
+                flat_weights[at] = amounts[k]
+                flat_lengths[other] = free + 1
+                k += 1
+            if row < n:
+                flat_weights[others[row] * width + slot] += amounts[row]
+                k = row + 1
 
     # ---- reading (never changes learned state) ---------------------------------------------
 

@@ -45,7 +45,8 @@ class BatchResult:
     duplicates: int = 0
     # Message timestamps (ms) of the records whose users were refreshed, for latency metrics.
     event_timestamps_ms: list[int] = field(default_factory=list)
-    # One line per resolved slot (streamrec.offpolicy.LoggedDecision fields), for evaluation.
+    # One line per resolved slot (streamrec.offpolicy.LoggedDecision fields), for evaluation;
+    # only from a Pipeline made with decision_log=True.
     decisions: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -74,9 +75,13 @@ class Pipeline:
         metrics: Metrics | None = None,
         observer: Observer | None = None,
         state: PipelineState | None = None,
+        decision_log: bool = False,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
+        # One dict per resolved slot costs about as much as a learned event per list, so the
+        # decision log (`BatchResult.decisions`) is built only for those who write it.
+        self.decision_log = decision_log
         if observer is None and metrics is not None and settings.online_eval_every:
             observer = LiveQuality(metrics, settings.k, settings.online_eval_every)
         self.observer = observer
@@ -155,14 +160,18 @@ class Pipeline:
         resolved = self.pending.expire(self.model.last_event_time)
         if refresh and dirty:
             result.recommendations = self.refresh(list(dirty), resolved)
-        result.decisions = self._resolve(resolved)
+        reward_values = self._resolve(resolved, result.decisions if self.decision_log else None)
         if self.metrics is not None:
-            self._record_metrics(result, consumed, rewarded, resolved, started, learned_at)
+            self._record_metrics(
+                result, consumed, rewarded, reward_values, resolved, started, learned_at
+            )
         return result
 
     def flush_pending(self) -> list[dict[str, Any]]:
         """Resolve every list still awaiting rewards (end of a replay); their decision lines."""
-        return self._resolve(self.pending.expire(float("inf")))
+        lines: list[dict[str, Any]] = []
+        self._resolve(self.pending.expire(float("inf")), lines)
+        return lines
 
     def _join_reward(self, event: AnyEvent, rewarded: dict[str, int]) -> None:
         s = self.settings
@@ -224,11 +233,25 @@ class Pipeline:
             )
         return messages
 
-    def _resolve(self, resolved: list[Resolution]) -> list[dict[str, Any]]:
-        """Teach the policy what each resolved slot earned; one decision-log line per slot."""
-        lines = []
+    def _resolve(
+        self, resolved: list[Resolution], lines: list[dict[str, Any]] | None = None
+    ) -> dict[str, float]:
+        """Teach the policy what each resolved slot earned; the reward earned per source.
+
+        With `lines`, one decision-log line per slot is appended to it.
+        """
+        update, scale = self.policy.update, self._max_reward
+        earned: dict[str, float] = {}
         for resolution in resolved:
             p = resolution.pending
+            for source, reward, source_prop in zip(
+                p.sources, p.rewards, p.source_propensities, strict=True
+            ):
+                update(source, reward / scale, source_prop, p.context)
+                if reward:
+                    earned[source] = earned.get(source, 0.0) + reward
+            if lines is None:
+                continue
             for position, (item, source, prop, source_prop, reward) in enumerate(
                 zip(
                     p.items,
@@ -240,7 +263,6 @@ class Pipeline:
                 ),
                 start=1,
             ):
-                self.policy.update(source, reward / self._max_reward, source_prop, p.context)
                 lines.append(
                     {
                         "rec_id": p.rec_id,
@@ -254,13 +276,14 @@ class Pipeline:
                         **({"context": p.context} if p.context else {}),
                     }
                 )
-        return lines
+        return earned
 
     def _record_metrics(
         self,
         result: BatchResult,
         consumed: dict[str, int],
         rewarded: dict[str, int],
+        reward_values: dict[str, float],
         resolved: list[Resolution],
         started: float,
         learned_at: float,
@@ -276,9 +299,8 @@ class Pipeline:
             m.bandit_decisions_total.labels(source=source).inc(n)
         for source, n in rewarded.items():
             m.bandit_rewards_total.labels(source=source).inc(n)
-        for line in result.decisions:
-            if line["reward"]:
-                m.bandit_reward_value_total.labels(source=line["source"]).inc(line["reward"])
+        for source, value in reward_values.items():
+            m.bandit_reward_value_total.labels(source=source).inc(value)
         expired = sum(len(r.pending.items) for r in resolved if r.expired)
         if expired:
             m.bandit_expired_decisions_total.inc(expired)

@@ -40,7 +40,9 @@ def replay(
     """Run the pipeline over `path`; return (report, pipeline)."""
     settings = settings.model_copy(update={"k": options.k})
     evaluator = PrequentialEvaluator(k=options.k, window=options.window)
-    pipeline = Pipeline(settings, observer=evaluator)
+    pipeline = Pipeline(
+        settings, observer=evaluator, decision_log=options.decisions_out is not None
+    )
     records = invalid = duplicates = published = 0
     invalid_by_reason: dict[str, int] = {}
     total_bytes = max(path.stat().st_size, 1)

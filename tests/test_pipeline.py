@@ -175,3 +175,37 @@ def test_state_from_another_format_is_refused_up_front() -> None:
     state.format_version = 0
     with pytest.raises(CheckpointError, match="state format 0"):
         Pipeline.from_state(FAST, state)
+
+
+def test_a_click_on_a_list_rewards_its_source_in_metrics_and_decision_log() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from streamrec.metrics import Metrics
+
+    registry = CollectorRegistry()
+    pipeline = Pipeline(FAST, metrics=Metrics(registry), decision_log=True)
+    warmup = [Record(v) for v in generate_events(300, n_users=20, n_items=40)]
+    (shown,) = (r for r in pipeline.process(warmup).recommendations if r.user_id == "u1")
+    clicked = shown.items[2]
+    click = orjson.dumps(
+        {
+            "event_id": "the-click",
+            "type": "click",
+            "user_id": "u1",
+            "item_id": clicked.item_id,
+            "rec_id": shown.rec_id,
+            "timestamp": 1_767_225_600_000,
+        }
+    )
+    result = pipeline.process([Record(click)])  # refreshes u1: the clicked list is superseded
+    line = next(d for d in result.decisions if d["rec_id"] == shown.rec_id and d["reward"])
+    assert (line["item_id"], line["source"], line["position"]) == (
+        clicked.item_id,
+        clicked.source,
+        3,
+    )
+    value = registry.get_sample_value(
+        "streamrec_bandit_reward_value_total", {"source": clicked.source}
+    )
+    assert value == FAST.click_reward
+    assert not Pipeline(FAST).process(warmup).decisions  # no log unless asked for

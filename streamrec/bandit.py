@@ -50,6 +50,8 @@ POLICIES = {
 """Exploration policies by configuration name; `none` turns exploration off."""
 
 _THOMPSON_DRAWS = 512
+_PLAIN_UPDATE = frozenset({bandit.EpsilonGreedy, bandit.UCB})
+"""Policies whose update takes the reward as it is."""
 
 
 class SlotPolicy:
@@ -131,6 +133,9 @@ class SlotPolicy:
     ) -> None:
         """Teach the policy one slot's outcome; `reward` in [0, 1]."""
         p = self.policy
+        if type(p) in _PLAIN_UPDATE:  # the common case, ten times per list: no isinstance chain
+            p.update(arm, reward)  # type: ignore[union-attr]
+            return
         if p is None:
             return
         if isinstance(p, bandit.ThompsonSampling | bandit.BayesUCB):

@@ -1,7 +1,7 @@
 """SequenceItemKNN's fast paths against the implementation they replaced, bit for bit.
 
-`learn_one` writes links from plain Python on flat memoryviews, and `_prune` cuts with a
-partition instead of a full stable sort.
+`learn_one` writes links from plain Python on flat memoryviews, `_prune` cuts with a partition
+instead of a full stable sort, and `explain_many` multiplies out only the picked items' links.
 Each must leave exactly the tables (neighbours, float32 weights, lengths, float64 counts) and
 give exactly the answers of the original numpy code, which is copied below as `_Reference`:
 same float arithmetic in the same order per link, same slots, same pruning ties.
@@ -201,6 +201,8 @@ def _assert_same_reads(new: SequenceItemKNN, old: _Reference, history: IntArray)
     # Unknown ids, repeats, and item 0: empty slots hold it with weight 0 (explains nothing).
     picked = [*items[:12].tolist(), -1, 10**6, 0, *items[:3].tolist()]
     expected = [old.explain(0, history, item) for item in picked]
+    assert new.explain_many(0, history, picked) == expected
+    assert new.explain_many(0, history, []) == []
     assert [new.explain(0, history, item) for item in picked] == expected
 
 
@@ -272,7 +274,7 @@ def test_empty_slots_and_weightless_links_explain_nothing() -> None:
         ranker.learn_one(1, 7, 1.0, np.array([2, 3, 4], dtype=np.int64))  # row 7: three
         ranker.learn_one(2, 8, 0.0, np.array([7], dtype=np.int64))  # 7 -> 8 weighs 0
     history = np.array([5, 7], dtype=np.int64)
-    assert [new.explain(0, history, item) for item in [0, 8, 2, 1]] == [None, None, 7, 5]
+    assert new.explain_many(0, history, [0, 8, 2, 1]) == [None, None, 7, 5]
     _assert_same_reads(new, old, history)
 
 

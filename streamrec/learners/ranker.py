@@ -8,6 +8,7 @@ of the rows of their recent items plus one `bincount`, not a Python loop over th
 
 from __future__ import annotations
 
+import dataclasses
 import typing
 from array import array
 
@@ -22,10 +23,13 @@ __all__ = ["PopularityOnly", "SequenceItemKNN"]
 Float32Array = npt.NDArray[np.float32]
 
 
-class _Gathered(typing.NamedTuple):
+@dataclasses.dataclass(slots=True)
+class _Gathered:
     rows: IntArray  # the user's recent known items, most recent first
+    factors: FloatArray  # per row: recency / count^alpha (a link's weight times this scores)
     neighbours: npt.NDArray[np.int32]  # (rows, width) their neighbour tables
-    contributions: FloatArray  # (rows, width) link weight × recency / count^alpha
+    # (rows · width) link weight × factor, flat: filled in by the first `candidates` call
+    contributions: FloatArray | None = None
 
 
 _INITIAL_ROWS = 64
@@ -281,7 +285,7 @@ class SequenceItemKNN(base.Estimator):
         hits.append(n * used)  # a sentinel past the last row: the rows after the last hit
         for hit in hits:
             row, slot = divmod(hit, used)
-            if row < n and not item and slot >= flat_lengths[others[row]]:
+            if not item and row < n and slot >= flat_lengths[others[row]]:
                 continue  # an empty slot (item 0, weight 0), not a link to item 0
             while k < row:  # a new link row → item at the end of the row
                 other = others[k]
@@ -301,31 +305,32 @@ class SequenceItemKNN(base.Estimator):
     # ---- reading (never changes learned state) ---------------------------------------------
 
     def _gather(self, history: IntArray) -> _Gathered:
-        """The neighbour rows of the user's recent known items, weighted for scoring.
+        """The neighbour rows of the user's recent known items and their scoring factors.
 
-        The pipeline asks for a user's candidates and then explains each picked item with the
+        The pipeline asks for a user's candidates and then explains the picked items with the
         same history, so the last gather is kept (keyed by the history and the number of events
-        learned; it is not learned state and is left out of pickles).
+        learned; it is not learned state and is left out of pickles). The float product
+        `weights · factor` is left to the caller: `candidates` needs all of it, explaining
+        only the few links of the picked items.
         """
         recent = history[-self.recent :]
         key = (self.events, recent.tobytes())
-        if self._gathered is not None and self._gathered[0] == key:
-            return self._gathered[1]
+        cached = self._gathered
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        # The checks on a few dozen ids in Python: cheaper than numpy reductions on them.
+        listed: list[int] = recent.tolist()
         rows = np.asarray(recent, dtype=np.intp)[::-1]
         weights = self._recency[: len(rows)]
-        if len(rows) and (rows.min() < 0 or rows.max() >= self.n_rows):
+        if listed and (min(listed) < 0 or max(listed) >= self.n_rows):
             known = (rows >= 0) & (rows < self.n_rows)
             rows, weights = rows[known], weights[known]
         counts = self.counts[rows]
-        if not counts.all():
+        if 0.0 in counts.tolist():  # `not counts.all()`: some item was never learned
             seen = counts > 0.0
             rows, weights, counts = rows[seen], weights[seen], counts[seen]
         width = int(self.lengths[rows].max()) if len(rows) else 0
-        gathered = _Gathered(
-            rows,
-            self.neighbours[rows, :width],
-            self.weights[rows, :width] * (weights / counts**self.alpha)[:, None],
-        )
+        gathered = _Gathered(rows, weights / counts**self.alpha, self.neighbours[rows, :width])
         self._gathered = (key, gathered)
         return gathered
 
@@ -333,11 +338,16 @@ class SequenceItemKNN(base.Estimator):
         gathered = self._gather(history)
         if not gathered.neighbours.size:
             return np.empty(0, dtype=np.int64), np.empty(0)
-        neighbours = gathered.neighbours.ravel()
-        contributions = gathered.contributions.ravel()
+        neighbours = gathered.neighbours.reshape(-1)
+        contributions = gathered.contributions
+        if contributions is None:
+            rows, width = gathered.rows, gathered.neighbours.shape[1]
+            contributions = (self.weights[rows, :width] * gathered.factors[:, None]).reshape(-1)
+            gathered.contributions = contributions
         if self.n_rows <= _DENSE_FACTOR * len(neighbours):
+            # bincount sums each item's contributions in gathered order, as before.
             sums = np.bincount(neighbours, weights=contributions, minlength=self.n_rows)
-            items = np.flatnonzero(sums)
+            items = (sums != 0.0).nonzero()[0]  # `flatnonzero`, without its wrapper
             values = sums[items]
         else:  # a large catalog: aggregate over the few thousand gathered links only
             items, inverse = np.unique(neighbours, return_inverse=True)
@@ -346,23 +356,53 @@ class SequenceItemKNN(base.Estimator):
             items, values = items[nonzero], values[nonzero]
         # Empty slots point at item 0 with weight 0: they add nothing and are dropped above.
         # The factor scale^(alpha + beta - 1) undoes the growth of stored weights (link_decay),
-        # so scores do not drift with the stream's length.
+        # so scores do not drift with the stream's length (a factor of 1 changes nothing).
         factor = self.scale ** (self.alpha + self.beta - 1.0)
-        return items.astype(np.int64), values * factor / self.counts[items] ** self.beta
+        if factor != 1.0:
+            values = values * factor
+        return items.astype(np.int64, copy=False), values / self.counts[items] ** self.beta
 
     def explain(self, user: int, history: IntArray, item: int) -> int | None:
+        return self.explain_many(user, history, [item])[0]
+
+    def explain_many(self, user: int, history: IntArray, items: list[int]) -> list[int | None]:
+        """`explain` for each of `items`, sharing one gather of the user's rows.
+
+        The pipeline scores a batch of users before explaining any list, so the last-gather
+        cache rarely holds this user: the gather is then redone without the float product of
+        all its links, and only the picked items' links are multiplied out (the same float64
+        products `candidates` sums, so the answers are the same).
+        """
+        if not items:
+            return []
         gathered = self._gather(history)
-        if not gathered.neighbours.size:
-            return None
-        # An item appears at most once per row, so each hit is one history item's contribution.
-        hits = np.flatnonzero(gathered.neighbours.ravel() == item)
-        if not len(hits):
-            return None
-        contributions = gathered.contributions.ravel()[hits]
-        best = int(np.argmax(contributions))  # ties: the most recent history item
-        if contributions[best] <= 0.0:
-            return None
-        return int(gathered.rows[hits[best] // gathered.neighbours.shape[1]])
+        block = gathered.neighbours
+        if not block.size:
+            return [None] * len(items)
+        neighbours = block.reshape(-1)
+        width = block.shape[1]
+        rows, factors, contributions = gathered.rows, gathered.factors, gathered.contributions
+        n_rows = self.n_rows
+        found: dict[int, int | None] = {}
+        for item in items:
+            if item in found:
+                continue
+            found[item] = None
+            if not 0 <= item < n_rows:  # unknown: in no row
+                continue
+            # An item appears at most once per row: each hit is one history item's share.
+            hits = (neighbours == item).nonzero()[0]
+            if not len(hits):
+                continue
+            if contributions is None:
+                which = hits // width
+                shares = self.weights[rows[which], hits - which * width] * factors[which]
+            else:
+                shares = contributions[hits]
+            best = int(shares.argmax())  # ties: the most recent history item
+            if shares[best] > 0.0 or shares[best] != shares[best]:  # not `<= 0.0`
+                found[item] = int(rows[hits[best] // width])
+        return [found[item] for item in items]
 
     def __getstate__(self) -> dict[str, typing.Any]:
         state = self.__dict__.copy()

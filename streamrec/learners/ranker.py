@@ -43,6 +43,11 @@ _DENSE_FACTOR = 8
 many times larger than the number of gathered links, else over the unique gathered items only."""
 
 
+if (np.dtype(np.int32).char, np.dtype(np.float32).char) != ("i", "f"):  # pragma: no cover
+    # `learn_one` writes the int32 / float32 tables through memoryviews cast to "i" / "f".
+    raise ImportError("SequenceItemKNN needs a platform where C int and float are 32 bits")
+
+
 def _strongest(weights: Float32Array, keep: int) -> IntArray:
     """Positions of the `keep` largest `weights`, in position order; ties go to the earlier
     position. The same set as the first `keep` of a stable descending argsort, in O(n): a

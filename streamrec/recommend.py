@@ -140,11 +140,11 @@ def recommend(
     """One top-K list per user; every item with its source, propensity and a readable reason."""
     policy = policy or SlotPolicy("none")
     depth = k + model.settings.history_length
-    queues = {
-        "popular": popular_order(model, depth).tolist(),
-        "new": new_order(model, depth).tolist(),
-    }
+    # Fill queues shared by every list; each list walks them past what its user has seen.
+    popular = popular_order(model, depth).tolist()
+    new = new_order(model, depth).tolist()
     contextual = policy.contextual
+    choose = policy.choose
     cached: dict[tuple[str, ...], list[float]] = {}
     popularity = model.popularity.values
     lists = []
@@ -152,43 +152,44 @@ def recommend(
         seen = set(model.seen[user])
         cold = not seen
         best_items = best.tolist()
-        candidates = {
-            "model": list(best_items),
-            "popular": _fill(seen, queues["popular"], k),
-            "new": _fill(seen, queues["new"], k),
-        }
         model_scores = dict(zip(best_items, best_scores.tolist(), strict=True))
         context = slot_context(model, user) if contextual else None
+        queues = (best_items, popular, new)  # in ARMS order; the model's picks are unseen
+        position = [0, 0, 0]
         chosen: set[int] = set()
         picks: list[tuple[int, float, Source, float, float]] = []
         while len(picks) < k:
-            heads = {}
-            for arm in ARMS:
-                queue = candidates[arm]
-                while queue and queue[0] in chosen:
-                    queue.pop(0)
-                if queue:
-                    heads[arm] = queue[0]
+            # Each source's head: its next item neither seen by the user nor chosen already.
+            arms: list[Source] = []
+            heads: list[int] = []
+            for a in (0, 1, 2):
+                queue, i = queues[a], position[a]
+                n = len(queue)
+                while i < n and (queue[i] in chosen or (a and queue[i] in seen)):
+                    i += 1
+                position[a] = i
+                if i < n:
+                    arms.append(ARMS[a])
+                    heads.append(queue[i])
             if not heads:
                 break
-            arms = tuple(heads)
+            key = tuple(arms)
             if contextual:
-                probs = _or_fill(policy.distribution(arms, context), arms)
+                probs = _or_fill(policy.distribution(key, context), key)
             else:
-                probs = cached.get(arms) or cached.setdefault(
-                    arms, _or_fill(policy.distribution(arms), arms)
+                probs = cached.get(key) or cached.setdefault(
+                    key, _or_fill(policy.distribution(key), key)
                 )
-            pick = policy.choose(probs)
-            arm = arms[pick]
-            item = heads[arm]
-            propensity = 0.0  # every arm whose head is this item would have shown it here
-            for other, p in zip(arms, probs, strict=True):
-                if heads[other] == item:
+            pick = choose(probs)
+            item = heads[pick]
+            propensity = 0.0  # every source whose head is this item would have shown it here
+            for head, p in zip(heads, probs, strict=True):
+                if head == item:
                     propensity += p
             score = model_scores.get(item)
             if score is None:
                 score = float(popularity[item])
-            picks.append((item, score, arm, min(propensity, 1.0), probs[pick]))
+            picks.append((item, score, arms[pick], min(propensity, 1.0), probs[pick]))
             chosen.add(item)
         reasons = _reasons(
             model,

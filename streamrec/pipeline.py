@@ -82,9 +82,12 @@ class Pipeline:
         # One dict per resolved slot costs about as much as a learned event per list, so the
         # decision log (`BatchResult.decisions`) is built only for those who write it.
         self.decision_log = decision_log
-        if observer is None and metrics is not None and settings.online_eval_every:
-            observer = LiveQuality(metrics, settings.k, settings.online_eval_every)
         self.observer = observer
+        self.live_quality = (
+            LiveQuality(metrics, settings.k, settings.online_eval_every)
+            if metrics is not None and settings.online_eval_every
+            else None
+        )
         if state is None:
             state = PipelineState(
                 RecommenderModel(settings),
@@ -139,22 +142,29 @@ class Pipeline:
         consumed: dict[str, int] = {}
         check, learn, observer = self.preprocessor.check, self.model.learn, self.observer
         rewarded: dict[str, int] = {}
+        # Pass 1: decode, validate, dedup (none of it depends on the model).
+        events: list[AnyEvent] = []
         for record in records:
             outcome = check(record, now)
             if outcome is None:
                 result.duplicates += 1
-                continue
-            if isinstance(outcome, DeadLetter):
+            elif isinstance(outcome, DeadLetter):
                 result.dead_letters.append(outcome)
-                continue
-            consumed[outcome.type] = consumed.get(outcome.type, 0) + 1
-            if not isinstance(outcome, RatingEvent):
-                self._join_reward(outcome, rewarded)
+            else:
+                events.append(outcome)
+                if record.timestamp_ms is not None:
+                    result.event_timestamps_ms.append(record.timestamp_ms)
+        decoded_at = time.perf_counter()
+        if self.live_quality is not None and events:
+            self.live_quality(self.model, events)  # before learning them
+        # Pass 2: learn, in order.
+        for event in events:
+            consumed[event.type] = consumed.get(event.type, 0) + 1
+            if not isinstance(event, RatingEvent):
+                self._join_reward(event, rewarded)
             if observer is not None:
-                observer(self.model, outcome)
-            dirty[learn(outcome)] = None
-            if record.timestamp_ms is not None:
-                result.event_timestamps_ms.append(record.timestamp_ms)
+                observer(self.model, event)
+            dirty[learn(event)] = None
         result.learned = sum(consumed.values())
         learned_at = time.perf_counter()
         resolved = self.pending.expire(self.model.last_event_time)
@@ -163,7 +173,12 @@ class Pipeline:
         reward_values = self._resolve(resolved, result.decisions if self.decision_log else None)
         if self.metrics is not None:
             self._record_metrics(
-                result, consumed, rewarded, reward_values, resolved, started, learned_at
+                result,
+                consumed,
+                rewarded,
+                reward_values,
+                resolved,
+                (started, decoded_at, learned_at),
             )
         return result
 
@@ -285,9 +300,9 @@ class Pipeline:
         rewarded: dict[str, int],
         reward_values: dict[str, float],
         resolved: list[Resolution],
-        started: float,
-        learned_at: float,
+        times: tuple[float, float, float],
     ) -> None:
+        started, decoded_at, learned_at = times
         m = self.metrics
         assert m is not None
         done = time.perf_counter()
@@ -317,7 +332,8 @@ class Pipeline:
         if result.duplicates:
             m.duplicates_total.inc(result.duplicates)
         m.events_learned_total.inc(result.learned)
-        m.batch_duration_seconds.labels(stage="learn").observe(learned_at - started)
+        m.batch_duration_seconds.labels(stage="decode").observe(decoded_at - started)
+        m.batch_duration_seconds.labels(stage="learn").observe(learned_at - decoded_at)
         m.batch_duration_seconds.labels(stage="refresh").observe(done - learned_at)
         m.model_users.set(self.model.n_users)
         m.model_items.set(self.model.n_items)

@@ -80,14 +80,18 @@ def _fill(blocked: set[int], queue: list[int], k: int) -> list[int]:
     return extra
 
 
-def top_items(model: RecommenderModel, user: int | None, k: int, popular: IntArray) -> IntArray:
-    """What the model alone would show (its picks, then popular fill): used for evaluation."""
-    if user is None:
-        return popular[:k]
-    ((best, _),) = _model_picks(model, [user], k)
-    picked = best.tolist()
-    blocked = set(model.seen[user]).union(picked)
-    return np.array(picked + _fill(blocked, popular.tolist(), k - len(picked)), dtype=np.int64)
+def top_items(
+    model: RecommenderModel, users: Sequence[int], k: int, popular: IntArray
+) -> list[IntArray]:
+    """What the model alone would show each (known) user: its picks, then popular fill. For
+    evaluation; dense rankers score all the users with one matrix product per block."""
+    fill = popular.tolist()
+    shown = []
+    for user, (best, _) in zip(users, _model_picks(model, users, k), strict=True):
+        picked = best.tolist()
+        blocked = set(model.seen[user]).union(picked)
+        shown.append(np.array(picked + _fill(blocked, fill, k - len(picked)), dtype=np.int64))
+    return shown
 
 
 def _model_picks(

@@ -42,7 +42,7 @@ def assert_same_state(dense: DenseBiasedMF, river_model: reco.BiasedMF, n_events
     for i, bias in river_model.i_biases.items():
         assert dense.i_biases[i] == bias and type(dense.i_biases[i]) is type(bias)
         assert np.array_equal(dense.i_latents[i], river_model.i_latents[i])
-        assert dense.item_biases[dense.i_latents.rows[i]] == bias  # type: ignore[attr-defined]
+        assert dense.item_biases[dense.item_table.find(i)] == bias
     for name in (
         "u_bias_optimizer",
         "i_bias_optimizer",

@@ -1,24 +1,36 @@
-"""River's BiasedMF with item factors kept in one dense matrix, so all items score in one product.
+"""River's BiasedMF with each side's parameters in dense arrays, so all items score in one product.
 
-River keeps each latent vector as its own small array in a defaultdict. Scoring a user against the
-whole catalog then means one `predict_one` per item (about 1 ms per user for 1,700 items). Here the
-item dictionary hands River *row views* into one `items × factors` matrix: River's SGD updates the
-views in place, so the matrix is always current and predictions are bit-identical to River's.
+River keeps each latent vector as its own small array in a defaultdict, and each bias as a float in
+another. Scoring a user against the whole catalog then means one `predict_one` per item (about
+1 ms per user for 1,700 items), and at a million users the per-key Python objects (an array, a
+float, dict entries) take more memory than the numbers they hold. Here each side, users and items,
+is one `DenseTable`: an `n × factors` matrix, a vector of biases and one flag byte per row. River's
+code sees a table through dict-like views (`u_latents` hands out row views into the matrix, which
+River's SGD updates in place; `u_biases` reads and writes the vector), so every learned number and
+prediction is bit-identical to River's.
 """
 
 from __future__ import annotations
 
+import numbers
+import sys
 import typing
-from collections.abc import Callable, Hashable, Iterable
+from array import array
+from collections.abc import Callable, Hashable, Iterable, Iterator, MutableMapping
 
 import numpy as np
+import numpy.typing as npt
 from river import optim, reco, stats
 
-from streamrec.learners.base import FloatArray
+from streamrec.learners.base import FloatArray, IntArray
 
-__all__ = ["DenseBiasedMF", "DenseRows"]
+FlagArray = npt.NDArray[np.uint8]
+_Hot = tuple[int, FloatArray]
+
+__all__ = ["DenseBiasedMF", "DenseBiases", "DenseRows", "DenseTable"]
 
 _INITIAL_ROWS = 64
+_HOT_ROWS = 1 << 14  # row views `DenseTable.hot` keeps at most (~4 MB)
 _SGD = optim.SGD
 _SQUARED = optim.losses.Squared
 _CONSTANT = optim.schedulers.Constant
@@ -26,116 +38,325 @@ _MEAN = stats.Mean
 _add = np.add
 _multiply = np.multiply
 _subtract = np.subtract
+_frombuffer = np.frombuffer
+
+# A row's flag byte. 0: the row is free. HAS_BIAS / HAS_LATENT: the key of the row is in the bias /
+# latent view. LISTED: that key is in `DenseTable.rows`; without it, the key is the int equal to
+# the row (the pipeline's dense ids), which is stored nowhere.
+_HAS_BIAS = 1
+_HAS_LATENT = 2
+_LISTED = 4
 
 
-def _grown(vector: FloatArray, n: int) -> FloatArray:
-    """`vector` copied into one with room for at least `n` entries (capacity doubles)."""
-    bigger = np.zeros(max(n, 2 * len(vector)))
-    bigger[: len(vector)] = vector
-    return bigger
+def _as_row(key: object) -> int:
+    """The non-negative int equal to `key` (whose row it may own unlisted), or -1.
 
-
-class DenseRows(dict):
-    """A dict of `key → row view` whose rows live in one growable dense matrix.
-
-    A missing key gets the next free row, filled by `initializer` (River's latent initializer, so
-    the random draws happen in the same order as River's defaultdict). Non-negative int keys get
-    row `key` when it is free, so with the pipeline's dense ids column `j` of a score matrix is
-    item `j`.
-
-    Growing the matrix moves the data, so every stored view is re-pointed at the new matrix.
-    Pickling stores the matrix and the key → row map and rebuilds the views: pickling the views
-    themselves would give independent arrays and silently break the sharing.
+    Not only ints: a dict treats `True`, `1.0` and `np.int64(1)` as the key `1`, and so do the
+    views, so they find the row of the int 1.
     """
+    if type(key) is int:
+        return key if key >= 0 else -1
+    if isinstance(key, numbers.Number):
+        try:
+            row = int(key)  # type: ignore[call-overload]
+        except (TypeError, ValueError, OverflowError):
+            return -1
+        return row if row >= 0 and row == key else -1
+    return -1
+
+
+class DenseTable:
+    """One side of a matrix factorization (users or items): latent rows, biases, a flag per row.
+
+    Memory per key is the numbers themselves (`n_factors` + 1 floats) and one flag byte: no Python
+    object per key. Keys map to rows so that the common case stores nothing: a non-negative int
+    key `k` gets row `k` when that row is free (with the pipeline's dense ids, row == id and
+    column `j` of a score matrix is item `j`). Any other key (a string, a negative int, an int
+    whose row another key took first or that lies beyond twice the capacity) gets the row after
+    the highest in use and is *listed* in `rows`. The same row holds a key's bias and latent
+    vector; the two views (`DenseBiases`, `DenseRows`) each have a flag bit saying whether they
+    hold the key, as River's two dicts do.
+
+    Capacity doubles as rows are needed; `matrix`, `biases` and `flags` always have the same length.
+    `biases` is an `array('d')` (a Python float in and out without numpy's scalar conversion), and
+    `flags` a `bytearray`, for the same reason; neither is ever handed out as a numpy view that
+    could outlive a call, as a live buffer export would forbid growing them.
+    """
+
+    __slots__ = (
+        "bias_initializer",
+        "biases",
+        "flags",
+        "hot",
+        "latent_initializer",
+        "matrix",
+        "n_biases",
+        "n_factors",
+        "n_latents",
+        "n_rows",
+        "rows",
+    )
 
     def __init__(
         self,
         n_factors: int,
-        initializer: Callable[..., typing.Any] | None,
-        matrix: FloatArray | None = None,
-        rows: dict[Hashable, int] | None = None,
+        bias_initializer: Callable[..., typing.Any],
+        latent_initializer: Callable[..., typing.Any],
     ) -> None:
-        super().__init__()
         self.n_factors = n_factors
-        self.initializer = initializer
-        self.rows: dict[Hashable, int] = {}
-        self.n_rows = 0  # one past the highest row in use
+        self.bias_initializer = bias_initializer  # River's `weight_initializer`, called with ()
+        self.latent_initializer = latent_initializer  # called with shape=n_factors, as River
         self.matrix: FloatArray = np.zeros((_INITIAL_ROWS, n_factors))
-        self.used = np.zeros(_INITIAL_ROWS, dtype=bool)
-        if matrix is not None and rows is not None:
-            self.matrix = np.array(matrix, dtype=np.float64).reshape(-1, n_factors)
-            self.used = np.zeros(len(self.matrix), dtype=bool)
-            self.rows = dict(rows)
-            self.n_rows = max(self.rows.values(), default=-1) + 1
-            for key, row in self.rows.items():
-                self.used[row] = True
-                dict.__setitem__(self, key, self.matrix[row])
+        self.biases = array("d", bytes(8 * _INITIAL_ROWS))
+        self.flags = bytearray(_INITIAL_ROWS)
+        self.rows: dict[Hashable, int] = {}  # listed keys only
+        self.n_rows = 0  # one past the highest row in use
+        self.n_biases = 0
+        self.n_latents = 0
+        self.hot: dict[Hashable, tuple[int, FloatArray]] = {}
 
-    def _row_for(self, key: Hashable) -> int:
-        if isinstance(key, int | np.integer) and not isinstance(key, bool) and key >= 0:
-            row = int(key)
-            if row >= len(self.used) or not self.used[row]:
+    def remember(self, key: Hashable, row: int) -> tuple[int, FloatArray]:
+        """`(row, row view)` of a key both views hold, kept in `hot` for the next event.
+
+        Making a row view costs about as much as a dict lookup, and `learn_one` needs two per
+        event plus a check that the ids are known; a hit in `hot` gives all three at once (a
+        bool or `1.0` finds the int 1's entry, as in a dict). Bounded, unlike a view per key: when
+        full it is emptied. Growing the matrix re-points its views. Not state: never pickled.
+        """
+        hot = self.hot
+        if len(hot) >= _HOT_ROWS:
+            hot.clear()
+        entry = hot[key] = (row, self.matrix[row])
+        return entry
+
+    def find(self, key: object) -> int:
+        """The row of `key`, or -1 if no view holds it (a dict lookup's semantics)."""
+        row = key if type(key) is int else _as_row(key)
+        if 0 <= row < self.n_rows:
+            flag = self.flags[row]
+            if flag and not flag & _LISTED:
                 return row
-        return self.n_rows
+        return self.rows.get(key, -1)
 
-    def _allocate(self, key: Hashable) -> FloatArray:
-        row = self._row_for(key)
-        if row >= len(self.matrix):
+    def ensure(self, key: Hashable, bit: int) -> int:
+        """The row of `key` in the view `bit`, created as River's defaultdicts would if missing:
+        a bias from `bias_initializer()`, a latent vector from `latent_initializer(shape=...)`."""
+        row = self.find(key)
+        if row >= 0 and self.flags[row] & bit:
+            return row
+        if bit == _HAS_BIAS:
+            return self.put_bias(key, self.bias_initializer(), row)
+        return self.put_latent(key, self.latent_initializer(shape=self.n_factors), row)
+
+    def put_bias(self, key: Hashable, value: typing.Any, row: int = -2) -> int:
+        """Store `key`'s bias (`row`: its row or -1 if known, else looked up); returns the row."""
+        number = float(value)  # before a row is taken, so a bad value leaves no trace
+        if row == -2:
+            row = self.find(key)
+        if row < 0:
+            row = self._add(key)
+        self.biases[row] = number
+        self._mark(row, _HAS_BIAS)
+        return row
+
+    def put_latent(self, key: Hashable, value: typing.Any, row: int = -2) -> int:
+        """Copy `key`'s latent vector into its row (`row` as in `put_bias`); returns the row."""
+        vector = np.asarray(value, dtype=np.float64)
+        if vector.shape != (self.n_factors,):  # checked before a row is taken, as above
+            vector = np.broadcast_to(vector, (self.n_factors,))
+        if row == -2:
+            row = self.find(key)
+        if row < 0:
+            row = self._add(key)
+        self.matrix[row] = vector
+        self._mark(row, _HAS_LATENT)
+        return row
+
+    def _add(self, key: Hashable) -> int:
+        """A row for `key`, which no view holds yet."""
+        flags = self.flags
+        # Its own row if free, and if at most doubling the arrays makes room: a huge int id is
+        # listed rather than allocating every row below it.
+        implied = (
+            isinstance(key, int | np.integer)
+            and not isinstance(key, bool)
+            and 0 <= key < 2 * max(len(flags), _INITIAL_ROWS)
+            and (key >= len(flags) or not flags[key])
+        )
+        row = int(key) if implied else self.n_rows  # type: ignore[call-overload]
+        if row >= len(flags):
             self._grow(row + 1)
-        self.rows[key] = row
-        self.used[row] = True
-        self.n_rows = max(self.n_rows, row + 1)
-        view = self.matrix[row]
-        dict.__setitem__(self, key, view)
-        return view
+        if not implied:
+            self.rows[key] = row
+        self.flags[row] = 0 if implied else _LISTED
+        if row >= self.n_rows:
+            self.n_rows = row + 1
+        return row
+
+    def _mark(self, row: int, bit: int) -> None:
+        flag = self.flags[row]
+        if not flag & bit:
+            self.flags[row] = flag | bit
+            if bit == _HAS_BIAS:
+                self.n_biases += 1
+            else:
+                self.n_latents += 1
 
     def _grow(self, needed: int) -> None:
-        capacity = max(needed, 2 * len(self.matrix))
+        capacity = max(needed, 2 * len(self.flags), _INITIAL_ROWS)
+        extra = capacity - len(self.flags)
         matrix = np.zeros((capacity, self.n_factors))
         matrix[: len(self.matrix)] = self.matrix
         self.matrix = matrix
-        used = np.zeros(capacity, dtype=bool)
-        used[: len(self.used)] = self.used
-        self.used = used
-        for key, row in self.rows.items():
-            dict.__setitem__(self, key, matrix[row])
+        self.hot = {key: (row, matrix[row]) for key, (row, _) in self.hot.items()}
+        self.biases.frombytes(bytes(8 * extra))
+        self.flags.extend(bytes(extra))
 
-    def __missing__(self, key: Hashable) -> FloatArray:
-        view = self._allocate(key)
-        if self.initializer is not None:
-            view[:] = self.initializer(shape=self.n_factors)
-        return view
+    def lookup(self, keys: list[Hashable]) -> tuple[IntArray, FlagArray]:
+        """Rows (-1 if absent) and flag bytes (0 if absent) of many keys at once.
 
-    def __setitem__(self, key: Hashable, value: typing.Any) -> None:
-        # River's SGD does `w[key] -= step`: an in-place update, then re-storing the same view.
-        current = dict.get(self, key)
-        if current is value:
-            return
-        if current is None:
-            current = self._allocate(key)
-        current[:] = value
+        Int keys (the pipeline's) are resolved with a few array operations; anything else, and
+        ints that are not their own row, one `find` at a time.
+        """
+        rows = np.array(keys) if keys else np.zeros(0, dtype=np.int64)
+        if rows.ndim != 1 or rows.dtype.kind != "i":
+            found = [self.find(key) for key in keys]
+            table = self.flags
+            flags = np.array([table[row] if row >= 0 else 0 for row in found], dtype=np.uint8)
+            return np.array(found, dtype=np.int64), flags
+        rows = rows.astype(np.int64, copy=False)
+        inside = (rows >= 0) & (rows < self.n_rows)
+        flags = np.zeros(len(rows), dtype=np.uint8)
+        flags[inside] = _frombuffer(self.flags, np.uint8)[rows[inside]]
+        implied = (flags != 0) & (flags & _LISTED == 0)
+        if not implied.all():
+            flags[~implied] = 0
+            rows = np.where(implied, rows, -1)
+            if self.rows:
+                for k in np.flatnonzero(~implied).tolist():
+                    row = self.rows.get(keys[k], -1)
+                    if row >= 0:
+                        rows[k] = row
+                        flags[k] = self.flags[row]
+        return rows, flags
+
+    def keys_with(self, bit: int) -> list[Hashable]:
+        """The keys a view holds, in row order."""
+        flags = _frombuffer(self.flags, np.uint8, count=self.n_rows)
+        rows: list[int] = np.flatnonzero(flags & bit).tolist()
+        listed: dict[int, Hashable] = {row: key for key, row in self.rows.items()}
+        return [listed.get(row, row) for row in rows] if listed else list(rows)
+
+    def __getstate__(self) -> dict[str, typing.Any]:
+        """The rows in use, never the spare capacity: pickles and digests depend only on what was
+        learned, not on how the arrays grew. Numpy arrays pickle as one buffer each (and the
+        model digest hashes them in bulk)."""
+        n = self.n_rows
+        return {
+            "n_factors": self.n_factors,
+            "bias_initializer": self.bias_initializer,
+            "latent_initializer": self.latent_initializer,
+            "matrix": self.matrix[:n],
+            "biases": _frombuffer(self.biases, np.float64, count=n).copy(),
+            "flags": _frombuffer(self.flags, np.uint8, count=n).copy(),
+            "rows": dict(self.rows),
+        }
+
+    def __setstate__(self, state: dict[str, typing.Any]) -> None:
+        self.n_factors = state["n_factors"]
+        self.bias_initializer = state["bias_initializer"]
+        self.latent_initializer = state["latent_initializer"]
+        # Learning writes rows in place: an array unpickled from bytes would be read-only.
+        self.matrix = np.require(state["matrix"], np.float64, ["C", "W"])
+        flags = np.asarray(state["flags"], dtype=np.uint8)
+        self.biases = array("d", np.asarray(state["biases"], dtype=np.float64).tobytes())
+        self.flags = bytearray(flags.tobytes())
+        self.rows = dict(state["rows"])
+        self.n_rows = len(self.flags)
+        self.n_biases = int(np.count_nonzero(flags & _HAS_BIAS))
+        self.n_latents = int(np.count_nonzero(flags & _HAS_LATENT))
+        self.hot = {}
+
+
+class _View(MutableMapping[Hashable, typing.Any]):
+    """A dict-like view of one `DenseTable` for River's code: keys are held when the view's flag
+    bit is set; a missing key is created on `[]` (as River's defaultdicts do), never on `get`."""
+
+    __slots__ = ("table",)
+    _bit = 0
+
+    def __init__(self, table: DenseTable) -> None:
+        self.table = table
+
+    def _row(self, key: object) -> int:
+        table = self.table
+        row = table.find(key)
+        return row if row >= 0 and table.flags[row] & self._bit else -1
+
+    def __contains__(self, key: object) -> bool:
+        return self._row(key) >= 0  # an unhashable key raises TypeError, as with a dict
 
     def __delitem__(self, key: Hashable) -> None:
-        raise TypeError("rows of a DenseRows cannot be deleted; they are shared with the matrix")
+        raise TypeError(f"keys of a {type(self).__name__} cannot be deleted")
 
-    def copy(self) -> DenseRows:  # dict.copy would return views into this matrix
-        return DenseRows(self.n_factors, self.initializer, self.matrix[: self.n_rows], self.rows)
+    def __iter__(self) -> Iterator[Hashable]:
+        return iter(self.table.keys_with(self._bit))
 
     def __reduce__(self) -> tuple[typing.Any, ...]:
-        return (
-            DenseRows,
-            (self.n_factors, self.initializer, self.matrix[: self.n_rows].copy(), self.rows),
-        )
+        return (type(self), (self.table,))
 
-    def __deepcopy__(self, memo: dict[int, typing.Any]) -> DenseRows:
-        import copy
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self)} keys)"
 
-        return DenseRows(
-            self.n_factors,
-            copy.deepcopy(self.initializer, memo),
-            self.matrix[: self.n_rows].copy(),
-            dict(self.rows),
-        )
+
+class DenseBiases(_View):
+    """`key → bias` (a Python float) over a `DenseTable`'s bias vector: River's `u_biases`."""
+
+    __slots__ = ()
+    _bit = _HAS_BIAS
+
+    def __getitem__(self, key: Hashable) -> float:
+        table = self.table
+        return table.biases[table.ensure(key, _HAS_BIAS)]
+
+    def get(self, key: Hashable, default: typing.Any = None) -> typing.Any:
+        row = self._row(key)
+        return self.table.biases[row] if row >= 0 else default
+
+    def __setitem__(self, key: Hashable, value: typing.Any) -> None:
+        self.table.put_bias(key, value)
+
+    def __len__(self) -> int:
+        return self.table.n_biases
+
+
+class DenseRows(_View):
+    """`key → row view` over a `DenseTable`'s latent matrix: River's `u_latents`/`i_latents`.
+
+    Each `[]` returns a fresh view of the key's row (views are not stored: at a million keys they
+    would take more memory than the rows), so River's in-place SGD step writes straight into the
+    matrix. Do not keep a view across learning: growing the matrix moves the data, and an old view
+    then points at the old copy.
+    """
+
+    __slots__ = ()
+    _bit = _HAS_LATENT
+
+    def __getitem__(self, key: Hashable) -> FloatArray:
+        table = self.table
+        return table.matrix[table.ensure(key, _HAS_LATENT)]
+
+    def get(self, key: Hashable, default: typing.Any = None) -> typing.Any:
+        row = self._row(key)
+        return self.table.matrix[row] if row >= 0 else default
+
+    def __setitem__(self, key: Hashable, value: typing.Any) -> None:
+        # River's SGD does `w[key] -= step`: an in-place update of the view, then storing it back,
+        # which copies the row onto itself.
+        self.table.put_latent(key, value)
+
+    def __len__(self) -> int:
+        return self.table.n_latents
 
 
 def _scratch(n_factors: int) -> tuple[FloatArray, ...]:
@@ -158,21 +379,39 @@ def _scratch(n_factors: int) -> tuple[FloatArray, ...]:
     )
 
 
+# Attributes rebuilt from the tables on load: not pickled, not part of the digest.
+_DERIVED = ("_names", "_scratch", "_plain_sgd", "u_biases", "i_biases", "u_latents", "i_latents")
+# What decides whether `learn_one` can take its inlined SGD step.
+_STEP_PARTS = frozenset(
+    (
+        "loss",
+        "u_bias_optimizer",
+        "i_bias_optimizer",
+        "u_latent_optimizer",
+        "i_latent_optimizer",
+        "global_mean",
+    )
+)
+
+
 class DenseBiasedMF(reco.BiasedMF):
-    """River's `BiasedMF`, with item factors in one dense matrix and read-only prediction.
+    """River's `BiasedMF`, with each side's parameters in a `DenseTable` and read-only prediction.
 
     Learning is River's `learn_one`, reproduced operation for operation (River's own code for
     setups other than squared loss + SGD), so for pairs River has seen the predictions are
-    identical (same seed → same random draws, in the same order). Two things differ, on purpose:
+    identical (same seed → same random draws, in the same order). Three things differ, on purpose:
 
     - `predict_one` never creates state: an unseen user or item contributes a zero bias and a zero
       latent vector (River inserts fresh random vectors, so its prediction for an unseen pair is
       the global mean plus a small random dot product, and memory grows with read traffic).
-    - item latent vectors are rows of `item_factors`, and item biases are mirrored into
-      `item_biases`, so `score_dense` scores every item for many users with one matrix product.
+    - item latent vectors and biases are rows of `item_factors` and `item_biases`, so
+      `score_dense` scores every item for many users with one matrix product.
+    - `u_biases`, `i_biases`, `u_latents` and `i_latents` are views over the tables (River's code
+      reads and writes them as it would its defaultdicts); they iterate in row order, and keys
+      cannot be deleted.
 
-    With the pipeline's dense int item ids, column `j` of `score_dense` is item `j`; other keys get
-    the rows after them (see `DenseRows`).
+    With the pipeline's dense int ids, row `k` is id `k` (column `j` of `score_dense` is item
+    `j`); other keys get the rows after them (see `DenseTable`).
 
     Parameters
     ----------
@@ -196,10 +435,12 @@ class DenseBiasedMF(reco.BiasedMF):
     (2, 3)
     >>> model.predict_one(99, 99) == model.global_mean.get()  # unseen: no state created
     True
-    >>> len(model.u_latents), len(model.i_latents)
-    (2, 3)
+    >>> len(model.u_latents), len(model.i_latents), len(model.i_biases)
+    (2, 3, 3)
 
     """
+
+    _names: dict[str, None]  # every attribute set, in order (see __setattr__)
 
     def __init__(
         self,
@@ -226,34 +467,116 @@ class DenseBiasedMF(reco.BiasedMF):
             clip_gradient=clip_gradient,
             seed=seed,
         )
-        # River's u_latents and i_latents draw from one shared initializer; keep sharing it. Users
-        # live in a matrix too: a million tiny arrays cost ~3x the memory and pickle slowly.
-        self.u_latents = DenseRows(n_factors, self.latent_initializer)  # type: ignore[assignment]
-        self.i_latents = DenseRows(n_factors, self.latent_initializer)  # type: ignore[assignment]
-        self._item_bias_vec: FloatArray = np.zeros(_INITIAL_ROWS)
+        # River's u_latents and i_latents draw from one shared initializer; keep sharing it.
+        self.user_table = DenseTable(n_factors, self.weight_initializer, self.latent_initializer)
+        self.item_table = DenseTable(n_factors, self.weight_initializer, self.latent_initializer)
+        self._attach()
+
+    def _attach(self) -> None:
+        """The dict-like views River's code uses, and the scratch buffers: derived, not state."""
+        self.u_biases = DenseBiases(self.user_table)  # type: ignore[assignment]
+        self.i_biases = DenseBiases(self.item_table)  # type: ignore[assignment]
+        self.u_latents = DenseRows(self.user_table)  # type: ignore[assignment]
+        self.i_latents = DenseRows(self.item_table)  # type: ignore[assignment]
         self._scratch = _scratch(self.n_factors)
+        self._plain_sgd = self._is_plain_sgd()
+
+    def _is_plain_sgd(self) -> bool:
+        """Whether River's step is squared loss, plain SGD everywhere and a plain running mean:
+        the setup `learn_one` reproduces inline (anything else runs River's own code)."""
+        # getattr, not `self.__dict__`: see `__setattr__`.
+        return (
+            type(getattr(self, "loss", None)) is _SQUARED
+            and type(getattr(self, "u_bias_optimizer", None)) is _SGD
+            and type(getattr(self, "i_bias_optimizer", None)) is _SGD
+            and type(getattr(self, "u_latent_optimizer", None)) is _SGD
+            and type(getattr(self, "i_latent_optimizer", None)) is _SGD
+            and type(getattr(self, "global_mean", None)) is _MEAN
+        )
+
+    def __setattr__(self, name: str, value: typing.Any) -> None:
+        """Keeps `_plain_sgd` current and records the attribute's name.
+
+        The loss, an optimizer or the mean may be swapped between events; noticing it here costs
+        `learn_one` nothing (six type checks per event cost ~0.15 µs). The names let
+        `__getstate__` list the attributes without reading `self.__dict__`: in CPython 3.11 that
+        read turns the compact attribute layout into a real dict for good, and every `self.x` in
+        `learn_one` is then slower (~10%), after the first checkpoint or digest. Setting a table
+        (River's `clone(include_attributes=True)` does) re-attaches the views to it.
+        """
+        object.__setattr__(self, name, value)
+        try:
+            names = self._names
+        except AttributeError:  # the first attribute River's __init__ sets
+            names = {}
+            object.__setattr__(self, "_names", names)
+        names[name] = None
+        if name in _STEP_PARTS:
+            object.__setattr__(self, "_plain_sgd", self._is_plain_sgd())
+        elif name in ("user_table", "item_table") and hasattr(self, "_scratch"):
+            self._attach()
+
+    def __delattr__(self, name: str) -> None:
+        object.__delattr__(self, name)
+        self._names.pop(name, None)
+        if name in _STEP_PARTS:
+            object.__setattr__(self, "_plain_sgd", False)
 
     @property
     def item_factors(self) -> FloatArray:
         """The `(n_item_rows, n_factors)` matrix of item latent vectors (a view; do not write)."""
-        rows: DenseRows = self.i_latents  # type: ignore[assignment]
-        return rows.matrix[: rows.n_rows]
+        items = self.item_table
+        return items.matrix[: items.n_rows]
 
     @property
     def item_biases(self) -> FloatArray:
-        """Item biases aligned with the rows of `item_factors` (a view; do not write)."""
-        rows: DenseRows = self.i_latents  # type: ignore[assignment]
-        return self._item_bias_vec[: rows.n_rows]
+        """Item biases aligned with the rows of `item_factors` (a copy: see `DenseTable`)."""
+        items = self.item_table
+        return _frombuffer(items.biases, np.float64, count=items.n_rows).copy()
 
     def predict_one(self, user: Hashable, item: Hashable, x: dict | None = None) -> float:  # type: ignore[override]
+        users = self.user_table
+        items = self.item_table
+        hot_user = users.hot.get(user)
+        hot_item = items.hot.get(item)
+        if hot_user is not None and hot_item is not None:  # both learned lately: both bits set
+            u, pu = hot_user
+            i, qi = hot_item
+            y_pred = self.global_mean.get() + users.biases[u] + items.biases[i]
+            return float(y_pred + pu.dot(qi))  # ndarray.dot is np.dot, without the dispatch
+        # With no key listed (the pipeline's case), an int key is its own row or absent.
+        if type(user) is int and not users.rows:
+            u = user if 0 <= user < users.n_rows else -1
+        else:
+            u = users.find(user)
+        if type(item) is int and not items.rows:
+            i = item if 0 <= item < items.n_rows else -1
+        else:
+            i = items.find(item)
+        u_flags = users.flags[u] if u >= 0 else 0
+        i_flags = items.flags[i] if i >= 0 else 0
         y_pred = (
-            self.global_mean.get() + self.u_biases.get(user, 0.0) + self.i_biases.get(item, 0.0)
+            self.global_mean.get()
+            + (users.biases[u] if u_flags & _HAS_BIAS else 0.0)
+            + (items.biases[i] if i_flags & _HAS_BIAS else 0.0)
         )
-        u = self.u_latents.get(user)
-        i = self.i_latents.get(item)
-        if u is not None and i is not None:
-            y_pred += np.dot(u, i)
+        if u_flags & i_flags & _HAS_LATENT:
+            y_pred += users.matrix[u].dot(items.matrix[i])  # np.dot, without the dispatch
         return float(y_pred)
+
+    def _rows(self, user: Hashable, item: Hashable) -> tuple[_Hot, _Hot]:
+        """`(row, row view)` of `user` and `item`, creating what River's `predict_one` would.
+
+        River's `learn_one` materializes state in this order (user bias, item bias, user latents,
+        item latents); doing the same keeps the RNG draws, and so every learned value, identical.
+        """
+        users = self.user_table
+        items = self.item_table
+        users.ensure(user, _HAS_BIAS)
+        items.ensure(item, _HAS_BIAS)
+        u = users.ensure(user, _HAS_LATENT)
+        i = items.ensure(item, _HAS_LATENT)
+        return users.remember(user, u), items.remember(item, i)
 
     def learn_one(self, user: Hashable, item: Hashable, y: float, x: dict | None = None) -> None:  # type: ignore[override]
         """River's `BiasedMF.learn_one`, bit for bit; for squared loss + SGD in ~3.6 µs, not ~6.
@@ -261,123 +584,114 @@ class DenseBiasedMF(reco.BiasedMF):
         River builds four one-entry gradient dicts and dispatches four optimizer steps, and every
         `scalar * array` pays numpy's scalar conversion. Here the same floating-point operations
         run in the same order (so tests can compare every value with River's using `==`), written
-        as ufunc calls into preallocated arrays with the scalars passed as 0-d arrays. Any other
-        loss, optimizer or running mean takes River's own generic path.
+        as ufunc calls into preallocated arrays with the scalars passed as 0-d arrays, straight on
+        the tables. Any other loss, optimizer or running mean takes River's own generic path.
         """
-        # River's predict_one materializes state in this order; doing the same keeps the RNG draws
-        # (and so every learned value) identical to River's BiasedMF.
-        u_biases = self.u_biases
-        i_biases = self.i_biases
-        bu = u_biases[user]
-        bi = i_biases[item]
-        pu = self.u_latents[user]
-        qi = self.i_latents[item]
-        # Checked every event rather than cached: the loss, an optimizer or the mean may be swapped
-        # between events, and six type checks (~85 ns) cost less than a cache that would notice.
+        users = self.user_table
+        items = self.item_table
+        # Ids of recent events: their rows and row views, known to hold both bias and latents.
+        hot_user = users.hot.get(user)
+        hot_item = items.hot.get(item)
+        if hot_user is None or hot_item is None:
+            hot_user, hot_item = self._rows(user, item)
+        if not self._plain_sgd:  # kept current by __setattr__
+            super().learn_one(user, item, y, x)
+            return
         ubo = self.u_bias_optimizer
         ibo = self.i_bias_optimizer
         ulo = self.u_latent_optimizer
         ilo = self.i_latent_optimizer
         mean = self.global_mean
-        if (
-            type(self.loss) is _SQUARED
-            and type(ubo) is _SGD
-            and type(ibo) is _SGD
-            and type(ulo) is _SGD
-            and type(ilo) is _SGD
-            and type(mean) is _MEAN
-        ):
-            # stats.Mean.update(y) with w = 1.0
-            n = mean.n + 1.0
-            mean.n = n
-            global_mean = mean._mean = mean._mean + (1.0 / n) * (y - mean._mean)
-            # BiasedMF.predict_one: left to right, the dot product last (np.dot, as River).
-            y_pred = global_mean + bu + bi + float(pu.dot(qi))
-            g = 2 * (y_pred - y)  # optim.losses.Squared.gradient
-            # utils.math.clamp is max(min(g, clip), -clip); these two tests pick the same object
-            # in every case (NaN, ties, a negative clip) at a seventh of the cost.
-            clip = self.clip_gradient
-            if clip < g:
-                g = clip
-            if -clip > g:
-                g = -clip
-            l2_bias = self.l2_bias
-            # SGD's step reads `learning_rate`, i.e. `lr.get(n_iterations)`; `Constant.get` returns
-            # its `learning_rate` attribute, read here directly (a third of the property's cost).
-            lr = ubo.lr
-            rate = lr.learning_rate if type(lr) is _CONSTANT else lr.get(ubo.n_iterations)
-            u_biases[user] = bu - rate * (g + l2_bias * bu)
-            lr = ibo.lr
-            rate = lr.learning_rate if type(lr) is _CONSTANT else lr.get(ibo.n_iterations)
-            bi = i_biases[item] = bi - rate * (g + l2_bias * bi)
-            # The latent step on two stacked rows, so each ufunc call serves both vectors:
-            # grads = [q_i, p_u] * g (+ l2 * [p_u, q_i]), then p_u -= lr_u * grads[0] and
-            # q_i -= lr_i * grads[1]. Elementwise, the same products and sums as River's
-            # `g * q_i + l2 * p_u` and `w -= lr * grad`; both gradients come from the old vectors,
-            # as River builds both gradient dicts before stepping.
-            grads, u_grad, i_grad, terms, scalar, rates = self._scratch
-            u_grad[...] = qi
-            i_grad[...] = pu
-            scalar[()] = g
+        u, pu = hot_user
+        i, qi = hot_item
+        u_biases = users.biases
+        i_biases = items.biases
+        bu = u_biases[u]
+        bi = i_biases[i]
+        # stats.Mean.update(y) with w = 1.0
+        n = mean.n + 1.0
+        mean.n = n
+        global_mean = mean._mean = mean._mean + (1.0 / n) * (y - mean._mean)
+        # BiasedMF.predict_one: left to right, the dot product last (np.dot, as River).
+        y_pred = global_mean + bu + bi + float(pu.dot(qi))
+        g = 2 * (y_pred - y)  # optim.losses.Squared.gradient
+        # utils.math.clamp is max(min(g, clip), -clip); these two tests pick the same object
+        # in every case (NaN, ties, a negative clip) at a seventh of the cost.
+        clip = self.clip_gradient
+        if clip < g:
+            g = clip
+        if -clip > g:
+            g = -clip
+        l2_bias = self.l2_bias
+        # SGD's step reads `learning_rate`, i.e. `lr.get(n_iterations)`; `Constant.get` returns
+        # its `learning_rate` attribute, read here directly (a third of the property's cost).
+        lr = ubo.lr
+        rate = lr.learning_rate if type(lr) is _CONSTANT else lr.get(ubo.n_iterations)
+        u_biases[u] = bu - rate * (g + l2_bias * bu)
+        lr = ibo.lr
+        rate = lr.learning_rate if type(lr) is _CONSTANT else lr.get(ibo.n_iterations)
+        i_biases[i] = bi - rate * (g + l2_bias * bi)
+        # The latent step on two stacked rows, so each ufunc call serves both vectors:
+        # grads = [q_i, p_u] * g (+ l2 * [p_u, q_i]), then p_u -= lr_u * grads[0] and
+        # q_i -= lr_i * grads[1]. Elementwise, the same products and sums as River's
+        # `g * q_i + l2 * p_u` and `w -= lr * grad`; both gradients come from the old vectors,
+        # as River builds both gradient dicts before stepping.
+        grads, u_grad, i_grad, terms, scalar, rates = self._scratch
+        u_grad[...] = qi
+        i_grad[...] = pu
+        scalar[()] = g
+        _multiply(grads, scalar, grads)
+        l2_latent = self.l2_latent
+        if l2_latent:  # `+ 0.0 * w` changes no value (at most the sign of an exact zero)
+            terms[0] = pu
+            terms[1] = qi
+            scalar[()] = l2_latent
+            _add(grads, _multiply(terms, scalar, terms), grads)
+        lr = ulo.lr
+        u_rate = lr.learning_rate if type(lr) is _CONSTANT else lr.get(ulo.n_iterations)
+        lr = ilo.lr
+        i_rate = lr.learning_rate if type(lr) is _CONSTANT else lr.get(ilo.n_iterations)
+        # Both optimizers are copies of one `latent_optimizer`, so the rates are normally
+        # equal: then one 0-d operand serves both rows. Equal nonzero numbers have equal bits;
+        # 0.0 == -0.0 do not, so zero takes the per-row path.
+        if u_rate == i_rate and u_rate:
+            scalar[()] = u_rate
             _multiply(grads, scalar, grads)
-            l2_latent = self.l2_latent
-            if l2_latent:  # `+ 0.0 * w` changes no value (at most the sign of an exact zero)
-                terms[0] = pu
-                terms[1] = qi
-                scalar[()] = l2_latent
-                _add(grads, _multiply(terms, scalar, terms), grads)
-            lr = ulo.lr
-            u_rate = lr.learning_rate if type(lr) is _CONSTANT else lr.get(ulo.n_iterations)
-            lr = ilo.lr
-            i_rate = lr.learning_rate if type(lr) is _CONSTANT else lr.get(ilo.n_iterations)
-            # Both optimizers are copies of one `latent_optimizer`, so the rates are normally
-            # equal: then one 0-d operand serves both rows. Equal nonzero numbers have equal bits;
-            # 0.0 == -0.0 do not, so zero takes the per-row path.
-            if u_rate == i_rate and u_rate:
-                scalar[()] = u_rate
-                _multiply(grads, scalar, grads)
-            else:
-                rates[0] = u_rate
-                rates[1] = i_rate
-                _multiply(grads, rates, grads)
-            _subtract(pu, u_grad, pu)  # in place in the dense matrices, as SGD's `w -= ...`
-            _subtract(qi, i_grad, qi)
-            ubo.n_iterations += 1
-            ibo.n_iterations += 1
-            ulo.n_iterations += 1
-            ilo.n_iterations += 1
         else:
-            super().learn_one(user, item, y, x)
-            bi = self.i_biases[item]  # River's step may hand back a new dict
-        # Mirror the item bias into the row-aligned vector that `score_dense` reads.
-        row = self.i_latents.rows[item]  # type: ignore[attr-defined]
-        try:
-            self._item_bias_vec[row] = bi
-        except IndexError:  # rows are never negative: this is a new row past the end
-            biases = self._item_bias_vec = _grown(self._item_bias_vec, row + 1)
-            biases[row] = bi
+            rates[0] = u_rate
+            rates[1] = i_rate
+            _multiply(grads, rates, grads)
+        _subtract(pu, u_grad, pu)  # in place in the dense matrices, as SGD's `w -= ...`
+        _subtract(qi, i_grad, qi)
+        ubo.n_iterations += 1
+        ibo.n_iterations += 1
+        ulo.n_iterations += 1
+        ilo.n_iterations += 1
 
     def __getstate__(self) -> dict[str, typing.Any]:
-        # Scratch buffers are not learned state: pickles and digests stay what they were before
-        # the buffers existed, and a model restored from an older pickle simply gets new ones.
-        state = self.__dict__.copy()
-        state.pop("_scratch", None)
-        return state
+        # The views and scratch buffers are rebuilt from the tables on load: pickles and digests
+        # hold each number once. Names, not `self.__dict__`: see `__setattr__`.
+        return {name: getattr(self, name) for name in self._names if name not in _DERIVED}
 
     def __setstate__(self, state: dict[str, typing.Any]) -> None:
-        self.__dict__.update(state)
-        self._scratch = _scratch(self.n_factors)
+        names: dict[str, None] = {}
+        for name, value in state.items():  # one at a time, keeping the compact layout
+            name = sys.intern(name)  # as attribute names are: pickles then share them, as before
+            object.__setattr__(self, name, value)
+            names[name] = None
+        object.__setattr__(self, "_names", names)
+        self._attach()
 
     def user_vectors(self, users: Iterable[Hashable]) -> tuple[FloatArray, FloatArray]:
         """Latent vectors `(n_users, n_factors)` and biases `(n_users,)`; unseen users get zeros."""
-        users = list(users)
-        vectors = np.zeros((len(users), self.n_factors))
-        biases = np.zeros(len(users))
-        for k, user in enumerate(users):
-            vector = self.u_latents.get(user)
-            if vector is not None:
-                vectors[k] = vector
-            biases[k] = self.u_biases.get(user, 0.0)
+        table = self.user_table
+        rows, flags = table.lookup(list(users))
+        vectors = np.zeros((len(rows), self.n_factors))
+        biases = np.zeros(len(rows))
+        has = (flags & _HAS_LATENT) != 0
+        vectors[has] = table.matrix[rows[has]]
+        has = (flags & _HAS_BIAS) != 0
+        biases[has] = _frombuffer(table.biases, np.float64)[rows[has]]
         return vectors, biases
 
     def score_dense(self, users: Iterable[Hashable]) -> FloatArray:
@@ -386,10 +700,12 @@ class DenseBiasedMF(reco.BiasedMF):
         Equals `predict_one` for every seen pair up to floating-point summation order; rows of
         items never learned score as the global mean plus the user bias.
         """
+        items = self.item_table
+        n = items.n_rows
         vectors, biases = self.user_vectors(users)
-        scores = vectors @ self.item_factors.T
+        scores = vectors @ items.matrix[:n].T
         scores += biases[:, None]
-        scores += self.item_biases[None, :]
+        scores += _frombuffer(items.biases, np.float64, count=n)[None, :]  # a transient view
         scores += self.global_mean.get()
         return scores
 

@@ -19,7 +19,14 @@ from river import optim, reco
 
 from streamrec.events import EVENT_ADAPTER
 from streamrec.learners import DenseBiasedMF, make_rating_model
-from streamrec.model import DecayedCounts, RecommenderModel, _append_bounded, _position
+from streamrec.model import (
+    DecayedCounts,
+    Histories,
+    RecommenderModel,
+    _append_bounded,
+    _appended,
+    _position,
+)
 from streamrec.settings import ModelSettings
 
 
@@ -172,34 +179,59 @@ def test_speed_configuration_is_bit_identical_to_river_on_all_of_ml100k() -> Non
 # ---- the model's bookkeeping ----------------------------------------------------------------
 
 
+def _packed(items: list[int]) -> bytes:
+    return array("i", items).tobytes()
+
+
 def test_history_position_equals_array_index() -> None:
-    """Every kind of item: low byte zero (the plain-scan fallback), low byte equal to other
-    entries' high bytes (hits that must be skipped), absent, negative, beyond int32."""
+    """Every kind of item: low byte zero, bytes equal to other entries' bytes (hits that straddle
+    two entries must be skipped), absent, negative, the int32 extremes."""
     rng = random.Random(3)
     for size in (0, 1, 7, 64, 200):
         for universe in (300, 70_000):
-            history = array("i", rng.sample(range(universe), size))
-            probes = [*history, 0, 1, 5, 256, 512, 1280, 65_536, -1, -256, 2**31 + 5]
+            items = rng.sample(range(universe), size)
+            history = _packed(items)
+            probes = [*items, 0, 1, 5, 256, 512, 1280, 65_536, -1, -256, 2**31 - 1, -(2**31)]
             probes += [rng.randrange(-10, universe + 10) for _ in range(200)]
             for item in probes:
-                expected = history.index(item) if item in history else -1
-                assert _position(history, item) == expected, (size, universe, item)
-    negative = array("i", [-3, 7, -256, 2**31 - 1, -(2**31)])
-    for item in [*negative, 3, 256, -7]:
-        assert _position(negative, item) == (negative.index(item) if item in negative else -1)
+                expected = items.index(item) if item in items else -1
+                assert _position(history, _packed([item])) == expected, (size, universe, item)
+    # 0x01000000 then 0x00000001: the bytes 01 00 00 00 straddle the two entries (little endian)
+    # or start the second one only; 1 is at index 1 either way, 256 nowhere.
+    straddling = [0x01000000, 0x00000001, -3, 2**31 - 1, -(2**31)]
+    for item in [*straddling, 256, 65_536, 3, -7]:
+        expected = straddling.index(item) if item in straddling else -1
+        assert _position(_packed(straddling), _packed([item])) == expected
 
 
-def test_append_bounded_matches_remove_append_trim() -> None:
+def test_appended_matches_remove_append_trim() -> None:
     rng = random.Random(8)
-    ours, reference = array("i"), []
+    ours, in_place, reference = b"", array("i"), []
     for _ in range(5000):
         item = rng.choice([rng.randrange(600), rng.randrange(3) * 256, rng.randrange(8)])
-        _append_bounded(ours, item, 40)
+        ours = _appended(ours, _packed([item]), 40 * array("i").itemsize)
+        _append_bounded(in_place, item, 40)  # the array form other tests build references with
         if item in reference:
             reference.remove(item)
         reference.append(item)
         del reference[: max(0, len(reference) - 40)]
-        assert ours.tolist() == reference
+        assert array("i", ours).tolist() == in_place.tolist() == reference
+
+
+def test_histories_pickle_as_two_arrays_and_read_as_before() -> None:
+    histories = Histories()
+    histories.data += [b"", _packed([3, 1, 2]), b"", _packed([7])]
+    state = histories.__getstate__()
+    assert state["lengths"].tolist() == [0, 3, 0, 1]
+    assert state["items"].tolist() == [3, 1, 2, 7]
+    restored = pickle.loads(pickle.dumps(histories))
+    assert restored.data == histories.data
+    assert restored.data[0] is restored.data[2]  # empty histories share one object
+    assert len(restored) == 4
+    assert restored[1] == array("i", [3, 1, 2]) and restored[0] == array("i")
+    items = restored.items(1)
+    assert items.dtype == np.int64 and items.tolist() == [3, 1, 2]
+    assert pickle.loads(pickle.dumps(Histories())).data == []
 
 
 def test_popularity_add_equals_the_numpy_scalar_update() -> None:

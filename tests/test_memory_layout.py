@@ -1,9 +1,9 @@
-"""Per-user storage without per-user Python objects: the learner's tables.
+"""Per-user storage without per-user Python objects: learner tables and model histories.
 
 `DenseTable` keeps a side's numbers in three arrays and lists only keys that are not their own
-row; its views must still behave like River's defaultdicts for any hashable key. It must pickle
-compactly, deterministically and independently of how the arrays grew, and cost few bytes per
-user.
+row; its views must still behave like River's defaultdicts for any hashable key. `Histories`
+keeps each user's items as one `bytes`. Both must pickle compactly, deterministically and
+independently of how the arrays grew, and cost few bytes per user.
 """
 
 from __future__ import annotations
@@ -11,14 +11,18 @@ from __future__ import annotations
 import pickle
 import random
 import tracemalloc
+from array import array
 
 import numpy as np
 import pytest
 from river import optim, reco
 
 import streamrec.learners.dense_mf as dense_mf
+from streamrec.events import EVENT_ADAPTER
 from streamrec.learners import DenseBiasedMF
 from streamrec.learners.dense_mf import DenseTable
+from streamrec.model import Histories, RecommenderModel
+from streamrec.settings import ModelSettings
 
 
 def _mixed_events(n: int = 3000, seed: int = 4) -> list[tuple[object, object, float]]:
@@ -227,3 +231,50 @@ def test_a_learned_user_costs_little_more_than_its_numbers() -> None:
     # matrix capacity 65,536 rows (256 B) + bias + flag, and the bounded hot cache (~16k views)
     assert size / n < 400, size / n  # was ~585 B
     assert len(model.u_biases) == n
+
+
+def test_a_short_history_costs_one_small_object() -> None:
+    n = 50_000
+
+    def build() -> Histories:
+        histories = Histories()
+        for user in range(n):  # half the users with one item, half with none
+            histories.data.append(b"" if user % 2 else array("i", [user]).tobytes())
+        return histories
+
+    size, histories = _traced(build)
+    # 8 B of list slot each, and a 40 B object for one item; an array('i') per user cost ~110 B
+    # with one item and ~90 B empty.
+    assert size / n < 35, size / n
+    assert histories[0].tolist() == [0] and histories[1].tolist() == []
+
+
+def test_model_histories_round_trip_and_digest_alike() -> None:
+    settings = ModelSettings(rating_model="biased_mf", ranker="knn", history_length=5)
+    a, b = RecommenderModel(settings), RecommenderModel(settings)
+    rng = random.Random(1)
+    events = []
+    for n in range(1500):
+        raw = {
+            "event_id": f"e{n}",
+            "type": rng.choice(["rating", "click"]),
+            "user_id": f"u{rng.randrange(40)}",
+            "item_id": f"i{rng.randrange(300)}",
+            "timestamp": 1_700_000_000_000 + n,
+        }
+        if raw["type"] == "rating":
+            raw["rating"] = float(rng.randint(1, 5))
+        events.append(EVENT_ADAPTER.validate_python(raw))
+    for event in events:
+        a.learn(event)
+    for event in events[:700]:
+        b.learn(event)
+    b = pickle.loads(pickle.dumps(b))
+    for event in events[700:]:
+        b.learn(event)
+    assert a.digest() == b.digest()
+    assert [a.seen[u].tolist() for u in range(a.n_users)] == [
+        b.seen[u].tolist() for u in range(b.n_users)
+    ]
+    assert all(len(a.seen[u]) <= 5 and len(a.positives[u]) <= 5 for u in range(a.n_users))
+    assert all(a.seen_items(u).dtype == np.int64 for u in range(a.n_users))

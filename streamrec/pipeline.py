@@ -50,7 +50,7 @@ class BatchResult:
     decisions: list[dict[str, Any]] = field(default_factory=list)
 
 
-STATE_FORMAT = 3
+STATE_FORMAT = 4
 """Bump when the pickled layout of the model, a learner or the bandit state changes: unpickling
 does not run `__init__`, so an object from an older layout would miss attributes and fail later,
 mid-stream. A mismatch is refused up front instead."""

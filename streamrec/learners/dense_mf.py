@@ -294,7 +294,8 @@ class _View(MutableMapping[Hashable, typing.Any]):
         return row if row >= 0 and table.flags[row] & self._bit else -1
 
     def __contains__(self, key: object) -> bool:
-        return self._row(key) >= 0  # an unhashable key raises TypeError, as with a dict
+        # An unhashable key raises TypeError, as with a dict.
+        return key in self.table.hot or self._row(key) >= 0
 
     def __delitem__(self, key: Hashable) -> None:
         raise TypeError(f"keys of a {type(self).__name__} cannot be deleted")
@@ -315,16 +316,27 @@ class DenseBiases(_View):
     __slots__ = ()
     _bit = _HAS_BIAS
 
+    # Each method first asks `hot` (keys learned lately hold both bits): River's own learn_one,
+    # which other setups than squared loss + SGD run, reads and writes these views many times
+    # per event.
     def __getitem__(self, key: Hashable) -> float:
         table = self.table
-        return table.biases[table.ensure(key, _HAS_BIAS)]
+        hit = table.hot.get(key)
+        return table.biases[hit[0] if hit is not None else table.ensure(key, _HAS_BIAS)]
 
     def get(self, key: Hashable, default: typing.Any = None) -> typing.Any:
-        row = self._row(key)
-        return self.table.biases[row] if row >= 0 else default
+        table = self.table
+        hit = table.hot.get(key)
+        row = hit[0] if hit is not None else self._row(key)
+        return table.biases[row] if row >= 0 else default
 
     def __setitem__(self, key: Hashable, value: typing.Any) -> None:
-        self.table.put_bias(key, value)
+        table = self.table
+        hit = table.hot.get(key)
+        if hit is not None:
+            table.biases[hit[0]] = float(value)
+        else:
+            table.put_bias(key, value)
 
     def __len__(self) -> int:
         return self.table.n_biases
@@ -333,10 +345,10 @@ class DenseBiases(_View):
 class DenseRows(_View):
     """`key → row view` over a `DenseTable`'s latent matrix: River's `u_latents`/`i_latents`.
 
-    Each `[]` returns a fresh view of the key's row (views are not stored: at a million keys they
-    would take more memory than the rows), so River's in-place SGD step writes straight into the
-    matrix. Do not keep a view across learning: growing the matrix moves the data, and an old view
-    then points at the old copy.
+    `[]` returns a view of the key's row (the one kept in `hot` for keys learned lately, else a
+    new one: a view per key would take more memory than the rows), so River's in-place SGD step
+    writes straight into the matrix. Do not keep a view across learning: growing the matrix moves
+    the data, and an old view then points at the old copy.
     """
 
     __slots__ = ()
@@ -344,16 +356,23 @@ class DenseRows(_View):
 
     def __getitem__(self, key: Hashable) -> FloatArray:
         table = self.table
-        return table.matrix[table.ensure(key, _HAS_LATENT)]
+        hit = table.hot.get(key)
+        return hit[1] if hit is not None else table.matrix[table.ensure(key, _HAS_LATENT)]
 
     def get(self, key: Hashable, default: typing.Any = None) -> typing.Any:
+        table = self.table
+        hit = table.hot.get(key)
+        if hit is not None:
+            return hit[1]
         row = self._row(key)
-        return self.table.matrix[row] if row >= 0 else default
+        return table.matrix[row] if row >= 0 else default
 
     def __setitem__(self, key: Hashable, value: typing.Any) -> None:
-        # River's SGD does `w[key] -= step`: an in-place update of the view, then storing it back,
-        # which copies the row onto itself.
-        self.table.put_latent(key, value)
+        # River's SGD does `w[key] -= step`: an in-place update of the view `[]` returned, then
+        # storing that same view back, which has nothing left to do.
+        hit = self.table.hot.get(key)
+        if hit is None or value is not hit[1]:
+            self.table.put_latent(key, value)
 
     def __len__(self) -> int:
         return self.table.n_latents

@@ -37,6 +37,7 @@ Reconciling MF item factors between instances is a later issue; nothing here ass
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import math
 import os
@@ -101,6 +102,17 @@ class RunSummary(Progress):
     model_digest: str = ""
     checkpoint: str | None = None  # path of the last checkpoint written or restored
 
+
+GC_THRESHOLDS = (20_000, 20, 100)
+"""CPython's cyclic collector thresholds while the service runs (the defaults are 700, 10, 10).
+
+The loop allocates a few container objects per event (record, event, its field dict) that
+reference counting frees, but each batch keeps its ~2,000 events alive until the batch ends. Under
+the defaults they survive young collections, get promoted, and trigger a full collection every
+~15k events, each walking every live object (pending lists, the bench's own data): measured at
+~4 µs per event, a quarter of the end-to-end budget. With these thresholds a batch's objects die
+before a collection sees them, and cyclic garbage is still collected, just less often.
+"""
 
 FINAL_REASONS = frozenset({"signal", "idle", "max_events", "stop"})
 """Commit points that end a run: only their checkpoints carry the model digest in the header.
@@ -492,6 +504,24 @@ def _fmt_offsets(offsets: Mapping[TP, int | None]) -> str:
 
 
 @contextmanager
+def _collector_tuned() -> Iterator[None]:
+    """GC_THRESHOLDS for the consume loop; what was there before afterwards.
+
+    Objects alive at the start (the restored model, the process's own data) are frozen: they are
+    long-lived, and a full collection need not walk them again.
+    """
+    previous = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
+        gc.unfreeze()
+
+
+@contextmanager
 def _stop_on_signals(
     stop: threading.Event, deadline_s: float, enabled: bool
 ) -> Iterator[dict[str, str]]:
@@ -585,7 +615,10 @@ def run(
         # only while partitions are owned: waiting for the group is not being idle.
         last_record: float | None = None
         rebalances_seen = -1
-        with _stop_on_signals(stop, service.shutdown_timeout_s, handle_signals) as signals:
+        with (
+            _stop_on_signals(stop, service.shutdown_timeout_s, handle_signals) as signals,
+            _collector_tuned(),
+        ):
             while not stop.is_set():
                 want = service.batch_size
                 if max_events is not None:

@@ -6,6 +6,7 @@ randomness is *where* the consumer is killed, and the seed is in every failure m
 
 from __future__ import annotations
 
+import gc
 import random
 import signal
 import threading
@@ -232,8 +233,15 @@ def test_malformed_records_all_reach_the_dlq_and_the_model_sees_only_valid_ones(
     produce(kafka_bootstrap, topic, [v for v, _, _ in mixed], keys=[k for _, k, _ in mixed])
     settings = make_settings(kafka_bootstrap, topic, state_dir, f"g-{topic}", batch_size=500)
 
-    summary = service.run(settings, stop_when_idle=1.5)
+    collector = gc.get_threshold()
+    during: set[tuple[int, ...]] = set()
+    summary = service.run(
+        settings, stop_when_idle=1.5, on_batch=lambda _: during.add(gc.get_threshold())
+    )
 
+    # The loop ran with the service's collector settings, and left the process as it found it.
+    assert during == {service.GC_THRESHOLDS}
+    assert (gc.get_threshold(), gc.get_freeze_count()) == (collector, 0)
     assert summary.stopped_by == "idle"  # it never exited on bad input
     assert (summary.consumed, summary.learned) == (len(mixed), n_valid)
     assert summary.dead_letters == n_bad
@@ -442,8 +450,10 @@ def test_a_failure_inside_a_commit_point_commits_nothing(
             fail_on_second_call(checkpoint.CheckpointStore.save, CheckpointError("disk full")),
         )
 
+    collector = gc.get_threshold()
     with pytest.raises((DeliveryError, CheckpointError)):
         service.run(settings, stop_when_idle=2)
+    assert (gc.get_threshold(), gc.get_freeze_count()) == (collector, 0)  # restored on failure too
 
     [only] = list(state_dir.glob("checkpoint-*.ckpt"))  # the first commit point's, no other
     first = checkpoint.read_meta(only, KEY).offsets[(topic, 0)]

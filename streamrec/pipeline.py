@@ -4,7 +4,9 @@
 tests production code. It knows nothing of Kafka or files: sources hand it `Record`s, sinks take
 its `BatchResult`. Per batch:
 
-    for each record: preprocess (decode, validate, dedup, guard) → [evaluate] → learn → mark dirty
+    for each record: preprocess (decode, validate, dedup, guard)   nothing here reads the model
+    live quality:    every Nth valid event scored against the model as it is (metrics only)
+    for each event:  [evaluate] → join its reward → learn → mark the user dirty
     end of batch:    refresh every dirty user's top-K → Recommendation messages
 
 Learning is per event and independent of where batch boundaries fall, so a model rebuilt from a

@@ -7,14 +7,13 @@ model's per-event bookkeeping (history search, popularity) matches the plain for
 from __future__ import annotations
 
 import math
-import os
 import pickle
 import random
 from array import array
-from pathlib import Path
 
 import numpy as np
 import pytest
+from ml100k import ml100k_path, needs_ml100k
 from river import optim, reco
 
 from streamrec.events import EVENT_ADAPTER
@@ -142,24 +141,14 @@ def test_a_restored_model_keeps_learning_like_river() -> None:
     assert_same_state(restored, river_model, 2000)
 
 
-def _ml100k() -> Path | None:
-    path = Path(
-        os.environ.get(
-            "STREAMREC_ML100K",
-            Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k" / "u.data",
-        )
-    )
-    return path if path.is_file() else None
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(_ml100k() is None, reason="ML-100K u.data not available")
+@needs_ml100k
 def test_speed_configuration_is_bit_identical_to_river_on_all_of_ml100k() -> None:
     """All 100k ratings through `make_rating_model("biased_mf")` and River's BiasedMF with the
     same settings: every prediction along the way and every learned number at the end are equal
     (np.dot's summation order and the ufunc path agree with River over real data, not just a toy
     stream)."""
-    path = _ml100k()
+    path = ml100k_path()
     assert path is not None
     raw = np.loadtxt(path, dtype=np.int64)
     raw = raw[np.argsort(raw[:, 3], kind="stable")]

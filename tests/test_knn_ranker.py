@@ -9,16 +9,15 @@ same float arithmetic in the same order per link, same slots, same pruning ties.
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
 from array import array
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pytest
+from ml100k import ml100k_path, needs_ml100k
 
 from streamrec.learners import SequenceItemKNN
 from streamrec.learners.ranker import _REBASE_AT, _strongest
@@ -342,19 +341,11 @@ def test_pickled_attributes_are_unchanged() -> None:
     assert (restored._position == -1).all()  # the scratch array is left clean
 
 
-def _ml100k() -> Path | None:
-    candidates = [
-        os.environ.get("STREAMREC_ML100K"),
-        Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k" / "u.data",
-    ]
-    return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
-
-
-@pytest.mark.skipif(_ml100k() is None, reason="ML-100K u.data not available")
+@needs_ml100k
 def test_ml100k_clicks_learn_the_same_tables() -> None:
     """The production configuration on the real click stream (ratings >= 4, ~55k events),
     histories kept as `RecommenderModel` keeps positives (unique, last 200)."""
-    path = _ml100k()
+    path = ml100k_path()
     assert path is not None
     rows = sorted(read_ratings(path), key=lambda row: row[3])
     users: dict[str, int] = {}

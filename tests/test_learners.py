@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-import os
 import pickle
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
+from ml100k import ml100k_path, needs_ml100k
 from river import optim, reco
 from river.checks import yield_checks
 
@@ -485,21 +484,11 @@ def test_factory_rejects_unknown_names() -> None:
         make_ranker("nope")
 
 
-def _ml100k() -> Path | None:
-    path = Path(
-        os.environ.get(
-            "STREAMREC_ML100K",
-            Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k" / "u.data",
-        )
-    )
-    return path if path.is_file() else None
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(_ml100k() is None, reason="ML-100K u.data not available")
+@needs_ml100k
 def test_biased_mf_quality_on_ml100k_first_20k() -> None:
     """The speed configuration reproduces River's BiasedMF prequential RMSE on a prefix."""
-    path = _ml100k()
+    path = ml100k_path()
     assert path is not None
     raw = np.loadtxt(path, dtype=np.int64)
     raw = raw[np.argsort(raw[:, 3], kind="stable")][:20_000]

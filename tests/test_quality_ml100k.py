@@ -8,28 +8,19 @@ rank 10 and reported Recall@10 = 0.58).
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
-import pytest
+from ml100k import ml100k_path, needs_ml100k
 
 from streamrec.movielens import convert
 from streamrec.replay import ReplayOptions, replay
 from streamrec.settings import ModelSettings
 
 
-def _ml100k() -> Path | None:
-    candidates = [
-        os.environ.get("STREAMREC_ML100K"),
-        Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k" / "u.data",
-    ]
-    return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
-
-
-@pytest.mark.skipif(_ml100k() is None, reason="ML-100K u.data not available")
+@needs_ml100k
 def test_knn_recall_at_10_on_ml100k_clicks(tmp_path: Path) -> None:
     """Ratings >= 4 as clicks, test-then-learn: 0.1850 measured (bench/quality_ml100k.py)."""
-    path = _ml100k()
+    path = ml100k_path()
     assert path is not None
     log = tmp_path / "clicks.jsonl"
     n = convert(path, log, as_type="click", min_rating=4.0)

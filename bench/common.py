@@ -209,7 +209,7 @@ def produce_all(
     """Publish every event (key = user id) and wait for delivery; returns the seconds it took."""
     from confluent_kafka import Producer
 
-    from streamrec.kafka_io import producer_config
+    from streamrec.kafka_io import produce, producer_config
 
     producer = Producer(producer_config(None, **{"bootstrap.servers": bootstrap}))
     failures: list[str] = []
@@ -220,12 +220,7 @@ def produce_all(
 
     started = time.perf_counter()
     for n, (value, key) in enumerate(zip(values, keys, strict=True)):
-        while True:
-            try:
-                producer.produce(topic, value, key, on_delivery=on_delivery)
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce(producer, topic, value, key, on_delivery=on_delivery)
         if n % 1000 == 0:
             producer.poll(0)
     remaining = producer.flush(timeout_s)

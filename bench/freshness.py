@@ -28,6 +28,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from bench.common import Events, Row, fresh_topic, service_command
 from bench.throughput import mf_description
+from streamrec.kafka_io import produce
 
 WARMUP_EVENTS = 200
 TARGET_P99_MS = 50.0
@@ -103,12 +104,7 @@ def _paced_produce(
                 producer.poll(0)
                 time.sleep(ahead)
         produced_at[g] = time.time()
-        while True:
-            try:
-                producer.produce(topic, events.values[g], events.keys[g])
-                break
-            except BufferError:
-                producer.poll(0.005)
+        produce(producer, topic, events.values[g], events.keys[g], wait_s=0.005)
     producer.poll(0)
     elapsed = time.time() - started
     return len(indices) / elapsed if elapsed > 0 else float("inf")

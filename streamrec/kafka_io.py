@@ -110,6 +110,28 @@ def create_topics(
             raise StreamrecError(f"cannot create topic {topic!r}: {error}") from exc
 
 
+def produce(
+    producer: Producer,
+    topic: str,
+    value: bytes | None,
+    key: bytes | None = None,
+    *,
+    wait_s: float = 0.05,
+    **kwargs: Any,
+) -> None:
+    """`producer.produce`, waiting while the local queue is full: nothing is ever dropped.
+
+    A full queue (BufferError) is librdkafka saying "serve delivery reports first"; polling for
+    `wait_s` does that, then the message is offered again.
+    """
+    while True:
+        try:
+            producer.produce(topic, value, key, **kwargs)
+            return
+        except BufferError:
+            producer.poll(wait_s)
+
+
 def to_record(message: Message) -> Record:
     """A consumed Kafka message as the pipeline's source-agnostic Record."""
     kind, timestamp = message.timestamp()
@@ -198,25 +220,17 @@ class KafkaSink:
 
     # -- producing --
 
-    def _produce(self, topic: str, value: bytes | None, key: bytes | None, **kwargs: Any) -> None:
-        while True:
-            try:
-                self.producer.produce(topic, value, key, **kwargs)
-                return
-            except BufferError:
-                # Local queue full: serve delivery reports until there is room; never drop.
-                self.producer.poll(0.05)
-
     def publish(self, recommendations: Sequence[Recommendation]) -> None:
         topic, callback = self.recommendations_topic, self._on_recommendation
         for rec in recommendations:
             value = encode_recommendation(rec)
-            self._produce(topic, value, rec.user_id.encode(), on_delivery=callback)
+            produce(self.producer, topic, value, rec.user_id.encode(), on_delivery=callback)
         self.producer.poll(0)
 
     def dead_letter(self, dead_letters: Sequence[DeadLetter]) -> None:
         for dead in dead_letters:
-            self._produce(
+            produce(
+                self.producer,
                 self.dlq_topic,
                 dead.record.value,
                 dead.record.key,
@@ -297,12 +311,7 @@ def produce_file(
             if not value:
                 continue
             key = _event_key(value, key_field)
-            while True:
-                try:
-                    producer.produce(topic, value, key, on_delivery=on_delivery)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+            produce(producer, topic, value, key, on_delivery=on_delivery)
             sent += 1
             if rate:
                 # Pace against the schedule (not per message), so rounding never drifts; poll

@@ -511,15 +511,10 @@ class KafkaLoop:
             self.failures.append(str(error))
 
     def exchange(self, events: list[tuple[bytes, bytes]], users: set[str]) -> list[ShownList]:
+        from streamrec.kafka_io import produce
+
         for key, value in events:
-            while True:
-                try:
-                    self.producer.produce(
-                        self.events_topic, value, key, on_delivery=self._delivered
-                    )
-                    break
-                except BufferError:
-                    self.producer.poll(0.05)
+            produce(self.producer, self.events_topic, value, key, on_delivery=self._delivered)
         self.producer.poll(0)
         waiting = set(users)
         lists: list[ShownList] = []

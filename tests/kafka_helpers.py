@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 import orjson
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
+from streamrec import kafka_io
+
 T = TypeVar("T")
 
 BASE_TIMESTAMP_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: in the past, inside the guards
@@ -60,18 +62,14 @@ def produce(
     key_list = list(keys) if keys is not None else [user_key(v) if v else None for v in values]
     extra = {} if partition is None else {"partition": partition}
     for value, key in zip(values, key_list, strict=True):
-        while True:
-            try:
-                producer.produce(
-                    topic,
-                    value,
-                    key,
-                    on_delivery=lambda e, _m: errors.append(str(e)) if e else None,
-                    **extra,
-                )
-                break
-            except BufferError:
-                producer.poll(0.05)
+        kafka_io.produce(
+            producer,
+            topic,
+            value,
+            key,
+            on_delivery=lambda e, _m: errors.append(str(e)) if e else None,
+            **extra,
+        )
     assert producer.flush(30) == 0, "messages left undelivered"
     assert not errors, errors[:3]
     return len(values)

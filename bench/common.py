@@ -209,7 +209,7 @@ def produce_all(
     """Publish every event (key = user id) and wait for delivery; returns the seconds it took."""
     from confluent_kafka import Producer
 
-    from streamrec.kafka_io import produce, producer_config
+    from streamrec.io.kafka_config import produce, producer_config
 
     producer = Producer(producer_config(None, **{"bootstrap.servers": bootstrap}))
     failures: list[str] = []

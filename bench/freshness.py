@@ -28,7 +28,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from bench.common import Events, Row, fresh_topic, service_command
 from bench.throughput import mf_description
-from streamrec.kafka_io import produce
+from streamrec.io.kafka_config import produce
 
 WARMUP_EVENTS = 200
 TARGET_P99_MS = 50.0
@@ -134,7 +134,7 @@ def _latencies(
 
 def freshness(events: Events, bootstrap: str, rate: float | None, ranker: str) -> Row:
     """One freshness measurement over `events` (the first WARMUP_EVENTS only warm up)."""
-    from streamrec.kafka_io import create_topics, producer_config
+    from streamrec.io.kafka_config import create_topics, producer_config
 
     topic, recs = fresh_topic("fresh"), fresh_topic("fresh-recs")
     create_topics(bootstrap, [topic, recs])

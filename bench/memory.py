@@ -231,7 +231,7 @@ def recovery(
     checkpoint's offset → consume and learn `tail` events. The final checkpoint written at exit
     is reported apart (it is shutdown work, not catching up)."""
     from bench.common import produce_all
-    from streamrec.kafka_io import create_topics
+    from streamrec.io.kafka_config import create_topics
 
     create_topics(bootstrap, [topic])
     values, keys = [], []

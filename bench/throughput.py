@@ -104,7 +104,7 @@ def _service_settings(bootstrap: str, topic: str, state_dir: Path, ranker: str) 
 
 def end_to_end(events: Events, bootstrap: str, ranker: str) -> Row:
     """`service.run` over the pre-produced events, `max_events` = all of them."""
-    from streamrec.kafka_io import create_topics
+    from streamrec.io.kafka_config import create_topics
     from streamrec.metrics import Metrics
     from streamrec.service import Progress, run
 
@@ -253,7 +253,7 @@ def naive_consumer(events: Events, bootstrap: str) -> Row:
     from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
     from river import reco
 
-    from streamrec.kafka_io import create_topics
+    from streamrec.io.kafka_config import create_topics
 
     topic, out = fresh_topic("naive"), fresh_topic("naive-out")
     create_topics(bootstrap, [topic, out])
@@ -347,7 +347,7 @@ def quix_streams(events: Events, bootstrap: str) -> Row:
             "/work/quixvenv/bin/pip install quixstreams river "
             f"(or set {QUIX_PYTHON_ENV})",
         )
-    from streamrec.kafka_io import create_topics
+    from streamrec.io.kafka_config import create_topics
 
     topic = fresh_topic("quix")
     create_topics(bootstrap, [topic])

@@ -17,7 +17,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -82,11 +82,17 @@ class EmbeddedBroker:
         *,
         log_path: Path | None = None,
         start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
+        storage: str = "memory://tansu/",
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
         self.log_path = log_path
         self.start_timeout_s = start_timeout_s
+        # Tansu keeps topics in memory by default; "s3://bucket/" (with AWS_* variables in
+        # `env`) keeps them across restarts, which the outage tests use.
+        self.storage = storage
+        self.env = dict(env) if env is not None else None
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -112,7 +118,7 @@ class EmbeddedBroker:
             "--advertised-listener-url",
             url,
             "--storage-engine",
-            "memory://tansu/",
+            self.storage,
         ]
         output = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
@@ -124,6 +130,7 @@ class EmbeddedBroker:
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                env={**os.environ, **self.env} if self.env is not None else None,
             )
         finally:
             if output is not subprocess.DEVNULL:

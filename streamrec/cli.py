@@ -130,7 +130,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
-    from streamrec.kafka_io import produce_file
+    from streamrec.io.produce_file import produce_file
     from streamrec.settings import load_settings
 
     # Unset flags fall back to the settings, so STREAMREC_KAFKA__* are their environment twins.

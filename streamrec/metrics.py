@@ -54,6 +54,7 @@ EVENT_TYPES = ("click", "purchase", "rating", "invalid")
 record that went to the dead-letter sink (its type may not even be readable)."""
 
 DEAD_LETTER_REASONS = (
+    "missing_key",
     "empty_value",
     "oversize",
     "invalid_json",
@@ -73,6 +74,7 @@ STAGES = ("decode", "learn", "refresh", "publish", "checkpoint", "total")
 """Values of the `stage` label of `batch_duration_seconds`."""
 
 REBALANCE_KINDS = ("assign", "revoke", "lost")
+ROLLBACK_CAUSES = ("delivery_failed", "producer_fatal", "producer_stalled", "partitions_lost")
 RECOMMENDATION_SOURCES = ("model", "popular", "explore", "new")
 
 # 0.1 ms .. 10 s: a batch stage ranges from a cheap decode of a few records to a checkpoint of a
@@ -260,7 +262,21 @@ class Metrics:
             registry=r,
         )
         self.events_learned_total = Counter(
-            "streamrec_events_learned", "Valid events the model learned from.", registry=r
+            "streamrec_events_learned",
+            "Valid events the model learned from (after a rollback, replayed events count again: "
+            "see events_relearned_total and events_committed_total).",
+            registry=r,
+        )
+        self.events_relearned_total = Counter(
+            "streamrec_events_relearned",
+            "Events learned again after the model rolled back to its last checkpoint.",
+            registry=r,
+        )
+        self.events_committed_total = Counter(
+            "streamrec_events_committed",
+            "Events whose learning is in a durable checkpoint with committed offsets: across "
+            "restarts its increase is exactly the events learned once.",
+            registry=r,
         )
         self.dead_letters_total = Counter(
             "streamrec_dead_letters",
@@ -314,6 +330,28 @@ class Metrics:
             "Partitions currently assigned to this consumer.",
             registry=r,
         )
+        self.kafka_reachable = Gauge(
+            "streamrec_kafka_reachable",
+            "1 while a Kafka broker answers, 0 during an outage.",
+            registry=r,
+        )
+        self.consumption_paused = Gauge(
+            "streamrec_consumption_paused",
+            "1 while consumption is paused because outputs wait for delivery.",
+            registry=r,
+        )
+        self.log_resets_total = Counter(
+            "streamrec_log_resets",
+            "Partitions learned again from their start because their log was reset "
+            "(service.on_log_reset=earliest).",
+            registry=r,
+        )
+        self.rollbacks_total = Counter(
+            "streamrec_rollbacks",
+            "Times the model went back to its last checkpoint and replayed, by cause.",
+            ["cause"],
+            registry=r,
+        )
 
         # -- checkpoints --
         self.checkpoint_duration_seconds = Histogram(
@@ -353,6 +391,12 @@ class Metrics:
         self.recommendation_publish_errors_total = Counter(
             "streamrec_recommendation_publish_errors",
             "Recommendation lists the sink failed to deliver.",
+            registry=r,
+        )
+        self.produce_errors_total = Counter(
+            "streamrec_produce_errors",
+            "Outputs Kafka can never take (too large, invalid), skipped, by output and error.",
+            ["output", "error"],
             registry=r,
         )
         self.bandit_decisions_total = Counter(
@@ -446,6 +490,8 @@ class Metrics:
             self.batch_duration_seconds.labels(stage=stage)
         for kind in REBALANCE_KINDS:
             self.rebalances_total.labels(kind=kind)
+        for cause in ROLLBACK_CAUSES:
+            self.rollbacks_total.labels(cause=cause)
         for result in ("ok", "error"):
             self.checkpoints_total.labels(result=result)
         for source in RECOMMENDATION_SOURCES:
@@ -616,7 +662,7 @@ def _health_app(
 
 def serve(
     metrics: Metrics,
-    host: str = "0.0.0.0",
+    host: str = "127.0.0.1",
     port: int = 9108,
     ready: Callable[[], bool] | None = None,
 ) -> MetricsServer:

@@ -78,9 +78,13 @@ class Pipeline:
         observer: Observer | None = None,
         state: PipelineState | None = None,
         decision_log: bool = False,
+        require_key: bool = False,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
+        # Kafka records must be keyed by user_id (one user's events stay ordered); a keyless one
+        # is a dead letter (missing_key), judged after its value (see Preprocessor.check).
+        self.require_key = require_key
         # One dict per resolved slot costs about as much as a learned event per list, so the
         # decision log (`BatchResult.decisions`) is built only for those who write it.
         self.decision_log = decision_log
@@ -143,11 +147,12 @@ class Pipeline:
         now = time.time()
         consumed: dict[str, int] = {}
         check, learn, observer = self.preprocessor.check, self.model.learn, self.observer
+        require_key = self.require_key
         rewarded: dict[str, int] = {}
         # Pass 1: decode, validate, dedup (none of it depends on the model).
         events: list[AnyEvent] = []
         for record in records:
-            outcome = check(record, now)
+            outcome = check(record, now, require_key)
             if outcome is None:
                 result.duplicates += 1
             elif isinstance(outcome, DeadLetter):

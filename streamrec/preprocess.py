@@ -19,6 +19,8 @@ from streamrec.settings import ModelSettings
 MAX_RECORD_BYTES = 64 * 1024
 """A single event is a few hundred bytes; anything this large is a bug or abuse."""
 
+MISSING_KEY = "record has no key; key events by user_id"
+
 
 @dataclass(slots=True)
 class Record:
@@ -99,8 +101,14 @@ class Preprocessor:
         self._recent_ids = deque(state["recent_ids"])  # type: ignore[call-overload]
         self._recent_set = set(self._recent_ids)
 
-    def check(self, record: Record, now: float | None = None) -> AnyEvent | DeadLetter | None:
-        """The valid event, a DeadLetter, or None for a duplicate."""
+    def check(
+        self, record: Record, now: float | None = None, require_key: bool = False
+    ) -> AnyEvent | DeadLetter | None:
+        """The valid event, a DeadLetter, or None for a duplicate.
+
+        `require_key` (Kafka sources): a valid event without a key is a dead letter too. It is
+        judged after the value, so the same bytes get the same reason from every source.
+        """
         value = record.value
         if not value:  # None, or no bytes
             return DeadLetter(record, "empty_value", "record has no value (tombstone or empty)")
@@ -125,6 +133,8 @@ class Preprocessor:
             problem = self._guard(event, now)
             if problem is not None:
                 return DeadLetter(record, *problem)
+        if require_key and record.key is None:
+            return DeadLetter(record, "missing_key", MISSING_KEY)
         # Dedup inline, for the same reason.
         event_id = event.event_id
         recent = self._recent_set

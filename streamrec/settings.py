@@ -143,15 +143,48 @@ class ServiceSettings(_Section):
         "non-zero (the next start replays from the last checkpoint).",
     )
     flush_timeout_s: float = Field(
-        30.0, gt=0, description="How long a checkpoint waits for the producer to deliver."
+        5.0,
+        gt=0,
+        description="How long a commit point waits for the producer to deliver before it pauses "
+        "consumption and reports not ready; it keeps waiting (outputs are never dropped).",
+    )
+    max_undelivered: int = Field(
+        50_000,
+        ge=1,
+        description="Pause consumption while more outputs than this wait for delivery (bounds "
+        "memory when Kafka accepts events faster than it takes recommendations).",
+    )
+    producer_stall_s: float = Field(
+        30.0,
+        gt=0,
+        description="Outputs waiting this long without one delivery report while Kafka answers "
+        "mean a stuck producer: it is replaced and the model replays from its last checkpoint.",
+    )
+    connect_timeout_s: float = Field(
+        30.0, gt=0, description="At start, how long to wait for Kafka to answer before failing."
+    )
+    on_log_reset: Literal["fail", "earliest"] = Field(
+        "fail",
+        description="When a partition's log no longer holds the offset the model stands at "
+        "(topic recreated, broker data lost, retention): 'fail' stops with a message; "
+        "'earliest' learns the partition again from its start (streamrec_log_resets_total).",
     )
     offset_ledger: bool = Field(
         False,
         description="Keep every consumed (partition, offset) range in the checkpoint header, to "
         "audit exactly-once learning (tests, investigations).",
     )
-    metrics_host: str = Field("0.0.0.0", description="Address of /metrics, /healthz, /readyz.")
-    metrics_port: int = Field(9108, ge=0, le=65535, description="0 disables the HTTP server.")
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="Address of /metrics, /healthz, /readyz ('0.0.0.0': every interface, as a "
+        "container needs).",
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Port of /metrics; unset: 9108, or a free port if 9108 is taken; 0 disables.",
+    )
     log_format: Literal["text", "json"] = Field("text", description="'json': one object a line.")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
 

@@ -475,7 +475,7 @@ class KafkaLoop:
     ) -> None:
         from confluent_kafka import Consumer, Producer, TopicPartition
 
-        from streamrec.kafka_io import producer_config
+        from streamrec.io.kafka_config import producer_config
 
         self.events_topic = events_topic
         self.sync_timeout_s = sync_timeout_s
@@ -511,7 +511,7 @@ class KafkaLoop:
             self.failures.append(str(error))
 
     def exchange(self, events: list[tuple[bytes, bytes]], users: set[str]) -> list[ShownList]:
-        from streamrec.kafka_io import produce
+        from streamrec.io.kafka_config import produce
 
         for key, value in events:
             produce(self.producer, self.events_topic, value, key, on_delivery=self._delivered)
@@ -815,7 +815,7 @@ def kafka_loop(
     loop clients, consumer (graceful), broker. `on_service(process, settings)` is called once the
     consumer was started (the demo prints where its metrics are).
     """
-    from streamrec.kafka_io import create_topics
+    from streamrec.io.kafka_config import create_topics
 
     with ExitStack() as stack:
         if workdir is None:

@@ -1,4 +1,4 @@
-"""Where results go, apart from Kafka (see `kafka_io.py`): JSONL files and in-memory lists."""
+"""Where results go, apart from Kafka (see `streamrec.io`): JSONL files and in-memory lists."""
 
 from __future__ import annotations
 

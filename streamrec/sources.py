@@ -1,4 +1,4 @@
-"""Where records come from, apart from Kafka (see `kafka_io.py`): event-log files and lists.
+"""Where records come from, apart from Kafka (see `streamrec.io`): event-log files and lists.
 
 A file record's position is (path, line number), kept in `Record.topic` / `Record.offset`, so a
 dead letter from a file says exactly which line to look at.

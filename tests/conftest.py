@@ -29,7 +29,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def unique_topic(kafka_bootstrap: str, request: pytest.FixtureRequest) -> Callable[..., str]:
     """`unique_topic(stem="events", partitions=1) -> name`: a freshly created topic whose name no
     other test (or earlier run against the same external broker) has used."""
-    from streamrec.kafka_io import create_topics
+    from streamrec.io.kafka_config import create_topics
 
     test_name = "".join(ch if ch.isalnum() else "-" for ch in request.node.name)[:60]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -10,7 +11,11 @@ from typing import Any, TypeVar
 import orjson
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
-from streamrec import kafka_io
+from streamrec import service
+from streamrec.io.kafka_config import produce as kafka_produce
+from streamrec.metrics import Metrics
+from streamrec.service import Progress
+from streamrec.settings import Settings
 
 T = TypeVar("T")
 
@@ -52,17 +57,23 @@ def produce(
     *,
     keys: Iterable[bytes | None] | None = None,
     partition: int | None = None,
+    config: dict[str, Any] | None = None,
 ) -> int:
     """Produce and wait for delivery; keys default to each event's user_id."""
     producer = Producer(
-        {"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True}
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 5,
+            "enable.idempotence": True,
+            **(config or {}),
+        }
     )
     errors: list[str] = []
     values = list(values)
     key_list = list(keys) if keys is not None else [user_key(v) if v else None for v in values]
     extra = {} if partition is None else {"partition": partition}
     for value, key in zip(values, key_list, strict=True):
-        kafka_io.produce(
+        kafka_produce(
             producer,
             topic,
             value,
@@ -230,3 +241,47 @@ def ledger_problems(
         if expected != end:
             problems.append(f"{key}: learned up to {expected}, partition ends at {end}")
     return problems
+
+
+class Instance:
+    """`service.run` on a thread, with its latest progress."""
+
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.stop = threading.Event()
+        self.progress = Progress()
+        self.summary: service.RunSummary | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.summary = service.run(
+                self.settings,
+                stop=self.stop,
+                on_batch=self._on_batch,
+                handle_signals=False,
+                metrics=self.metrics,
+            )
+        except BaseException as exc:
+            self.error = exc
+
+    def _on_batch(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def now(self) -> Progress:
+        """Latest progress; raises the service's error at once if it died (no waiting it out)."""
+        if self.error is not None:
+            raise self.error
+        return self.progress
+
+    def finish(self, timeout_s: float = 60) -> service.RunSummary:
+        self.stop.set()
+        self.thread.join(timeout_s)
+        assert not self.thread.is_alive(), "service did not stop"
+        if self.error is not None:
+            raise self.error
+        assert self.summary is not None
+        return self.summary

@@ -14,14 +14,9 @@ import pytest
 from kafka_helpers import headers_of, make_events, read_topic
 
 from streamrec.events import Recommendation, RecommendedItem, decode_recommendation
-from streamrec.kafka_io import (
-    DeliveryError,
-    KafkaSink,
-    consumer_config,
-    create_topics,
-    produce_file,
-    producer_config,
-)
+from streamrec.io.kafka_config import consumer_config, create_topics, producer_config
+from streamrec.io.kafka_sink import KafkaSink
+from streamrec.io.produce_file import produce_file
 from streamrec.preprocess import DeadLetter, Record
 from streamrec.settings import KafkaSettings
 
@@ -82,6 +77,12 @@ def test_produce_file_honours_the_rate(
     assert time.monotonic() - started >= 0.38  # 40 messages at 100/s take at least 0.39 s
 
 
+def replace_reason(rec: Recommendation, reason: str) -> Recommendation:
+    from dataclasses import replace
+
+    return replace(rec, items=[replace(item, reason=reason) for item in rec.items])
+
+
 def _recommendation(user: str) -> Recommendation:
     return Recommendation(
         rec_id=f"r-{user}",
@@ -107,9 +108,9 @@ def test_sink_publishes_keyed_recommendations_and_never_drops_on_a_full_queue(
     )
     sink = KafkaSink(config, recs_topic, dlq_topic)
     sink.publish([_recommendation(f"u{i}") for i in range(500)])
-    sink.flush(30)
+    assert sink.flush(30) == 0
 
-    assert sink.delivered == 500 and sink.failed == 0
+    assert sink.delivered == 500 and sink.lost == sink.skipped == 0
     messages = read_topic(kafka_bootstrap, recs_topic, 500)
     assert len(messages) == 500
     first = decode_recommendation(messages[0].value())
@@ -145,7 +146,7 @@ def test_dead_letters_keep_the_original_bytes_and_carry_error_headers(
     assert headers_of(messages[1])["streamrec.error.reason"] == "empty_value"
 
 
-def test_undeliverable_messages_surface_as_delivery_error() -> None:
+def test_undeliverable_messages_are_counted_as_lost_for_the_service_to_replay() -> None:
     from streamrec.broker import free_port
 
     nowhere = f"127.0.0.1:{free_port()}"  # nothing listens there
@@ -155,9 +156,71 @@ def test_undeliverable_messages_surface_as_delivery_error() -> None:
     sink = KafkaSink(config, "recs", "dlq")
     sink.publish([_recommendation("u1")])
 
-    with pytest.raises(DeliveryError, match="could not be delivered"):
-        sink.flush(10)
-    assert sink.failed == 1
+    assert sink.flush(10) == 0  # nothing pending: the message failed instead
+    assert (sink.lost, sink.skipped, sink.delivered) == (1, 0, 0)
+    assert sink.first_loss is not None and sink.first_loss.startswith("recommendation")
+
+
+def test_a_record_too_large_for_kafka_is_dead_lettered_truncated_with_its_digest(
+    kafka_bootstrap: str, unique_topic: Callable[..., str]
+) -> None:
+    import hashlib
+
+    from streamrec.preprocess import MAX_RECORD_BYTES
+
+    dlq_topic = unique_topic("dlq")
+    sink = KafkaSink(
+        producer_config(KafkaSettings(bootstrap_servers=kafka_bootstrap)), "unused", dlq_topic
+    )
+    huge = b'{"pad": "' + b"x" * 1_500_000 + b'"}'
+    record = Record(value=huge, key=b"u1", topic="events", partition=0, offset=3)
+    sink.dead_letter([DeadLetter(record, "oversize", f"record is {len(huge)} bytes")])
+    assert sink.flush(30) == 0
+
+    [message] = read_topic(kafka_bootstrap, dlq_topic, 1)
+    assert message.value() == huge[:MAX_RECORD_BYTES] and message.key() == b"u1"
+    headers = headers_of(message)
+    assert headers["streamrec.error.reason"] == "oversize"
+    assert headers["streamrec.original.size"] == str(len(huge))
+    assert headers["streamrec.original.sha256"] == hashlib.sha256(huge).hexdigest()
+    assert headers["streamrec.value.truncated"] == "true"
+    assert (sink.lost, sink.skipped) == (0, 0)
+
+
+def test_outputs_kafka_refuses_are_skipped_and_counted_never_raised(
+    kafka_bootstrap: str, unique_topic: Callable[..., str]
+) -> None:
+    """A producer limit below the record: the dead letter goes again as headers only, the
+    recommendation is skipped; both are counted by kind, and nothing raises."""
+    from prometheus_client import CollectorRegistry
+
+    from streamrec.metrics import Metrics
+
+    recs_topic, dlq_topic = unique_topic("recs"), unique_topic("dlq")
+    registry = CollectorRegistry()
+    config = producer_config(
+        KafkaSettings(bootstrap_servers=kafka_bootstrap), **{"message.max.bytes": 2000}
+    )
+    sink = KafkaSink(config, recs_topic, dlq_topic, metrics=Metrics(registry))
+    record = Record(value=b"y" * 20_000, key=b"u1", topic="events", partition=1, offset=9)
+    sink.dead_letter([DeadLetter(record, "invalid_json", "not a JSON object")])
+    big = replace_reason(_recommendation("u2"), "z" * 5000)  # larger than the limit
+    sink.publish([big, _recommendation("u3")])
+    assert sink.flush(30) == 0
+
+    [dead] = read_topic(kafka_bootstrap, dlq_topic, 1)
+    assert dead.value() is None and dead.key() is None
+    headers = headers_of(dead)
+    assert headers["streamrec.error.reason"] == "invalid_json"
+    assert headers["streamrec.source.offset"] == "9"
+    assert headers["streamrec.value.dropped"] == "true"
+    [rec] = read_topic(kafka_bootstrap, recs_topic, 1)
+    assert rec.key() == b"u3"
+    assert (sink.skipped, sink.lost) == (2, 0)
+    sample = registry.get_sample_value
+    for output in ("dead_letter", "recommendation"):
+        labels = {"output": output, "error": "MSG_SIZE_TOO_LARGE"}
+        assert sample("streamrec_produce_errors_total", labels) == 1, output
 
 
 def test_passthrough_options_reach_librdkafka_but_cannot_enable_auto_commit() -> None:
@@ -168,6 +231,8 @@ def test_passthrough_options_reach_librdkafka_but_cannot_enable_auto_commit() ->
     )
     consumer = consumer_config(kafka)
     assert consumer["security.protocol"] == "SASL_SSL"
+    # Resets of a known position are the service's to handle (service.on_log_reset).
+    assert consumer["auto.offset.reset"] == "error"
     assert consumer["enable.auto.commit"] is False
     assert consumer["enable.auto.offset.store"] is False
     assert consumer["group.id"] == "streamrec"

@@ -266,7 +266,7 @@ def produce_forever(bootstrap: str, topic: str, stop: threading.Event) -> None:
 
 @contextmanager
 def consumer_endpoint(bootstrap: str, state_dir: Path) -> Iterator[Endpoint]:
-    from streamrec.kafka_io import create_topics
+    from streamrec.io.kafka_config import create_topics
     from streamrec.service import run
     from streamrec.settings import KafkaSettings, ModelSettings, ServiceSettings, Settings
 

@@ -63,6 +63,7 @@ from confluent_kafka import (
 )
 
 from streamrec.checkpoint import Checkpoint, CheckpointStore
+from streamrec.checkpoint_key import signing_key
 from streamrec.errors import StreamrecError
 from streamrec.kafka_io import KafkaSink, consumer_config, producer_config, to_record
 from streamrec.metrics import Metrics
@@ -579,7 +580,8 @@ def run(
     service = settings.service
     metrics = metrics if metrics is not None else Metrics()
     stop = stop if stop is not None else threading.Event()
-    store = CheckpointStore(service.state_dir, service.checkpoint_key, service.checkpoints_kept)
+    # First thing: without a key that was set on purpose nothing starts, not even /metrics.
+    store = CheckpointStore(service.state_dir, signing_key(service), service.checkpoints_kept)
     worker = Worker(settings, store, metrics)
     # Serving before the restore: /healthz answers while a large checkpoint loads, /readyz waits.
     server = (
@@ -710,7 +712,7 @@ def settings_help() -> str:
         for name, info in getattr(model, "model_fields", {}).items():
             default = info.get_default(call_default_factory=True)
             if name == "checkpoint_key":
-                default = "<development key: set your own>"
+                default = "no default: required, unless CHECKPOINT_KEY_FILE is set"
             described = f" {info.description}" if info.description else ""
             lines.append(f"  STREAMREC_{section.upper()}__{name.upper()} ({default!s}):{described}")
     return "\n".join(lines)

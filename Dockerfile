@@ -18,7 +18,7 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index --find-links=/wheels streamrec \
     && rm -rf /wheels \
     && useradd --system --uid 10001 --home-dir /var/lib/streamrec streamrec \
-    && mkdir -p /var/lib/streamrec \
+    && mkdir -p -m 0700 /var/lib/streamrec \
     && chown streamrec /var/lib/streamrec
 USER streamrec
 WORKDIR /var/lib/streamrec

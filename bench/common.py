@@ -267,10 +267,14 @@ def service_command(
     """`python -m streamrec.service` as the benchmarks start it: argv and environment.
 
     Outputs go to throwaway topics unless `recommendations_topic` is given; `model` adds
-    STREAMREC_MODEL__* settings (names upper-cased).
+    STREAMREC_MODEL__* settings (names upper-cased). Checkpoints are signed with the state dir's
+    own random key, which every process that reads them finds there.
     """
+    from streamrec.checkpoint_key import KEY_ENV, KEY_FILE_ENV, state_dir_key
+
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k not in (KEY_ENV, KEY_FILE_ENV)},
+        KEY_ENV: state_dir_key(state_dir),
         "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1"),
         "STREAMREC_KAFKA__RECOMMENDATIONS_TOPIC": recommendations_topic
         or fresh_topic(f"{group_stem}-recs"),

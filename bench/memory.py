@@ -64,6 +64,7 @@ def learn_model(
     n_users: int, n_items: int, factors: int, ranker: str, state_dir: Path | None, topic: str
 ) -> dict[str, Any]:
     from streamrec.checkpoint import CheckpointStore
+    from streamrec.checkpoint_key import state_dir_key
     from streamrec.events import RatingEvent
     from streamrec.pipeline import Pipeline
     from streamrec.service import ServiceState
@@ -99,7 +100,8 @@ def learn_model(
     if state_dir is None:
         return out
     service = ServiceSettings()
-    store = CheckpointStore(state_dir, service.checkpoint_key, service.checkpoints_kept)
+    # The key `recovery` hands to the service it restarts (service_command).
+    store = CheckpointStore(state_dir, state_dir_key(state_dir), service.checkpoints_kept)
     t0 = time.perf_counter()
     digest = pipeline.model_digest()
     t1 = time.perf_counter()

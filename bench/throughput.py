@@ -86,6 +86,7 @@ def bare_river(events: Events) -> Row:
 
 
 def _service_settings(bootstrap: str, topic: str, state_dir: Path, ranker: str) -> Any:
+    from streamrec.checkpoint_key import state_dir_key
     from streamrec.settings import KafkaSettings, ModelSettings, ServiceSettings, Settings
 
     return Settings(
@@ -98,7 +99,12 @@ def _service_settings(bootstrap: str, topic: str, state_dir: Path, ranker: str) 
             dlq_topic=fresh_topic("dlq"),
         ),
         # metrics_port=0: no HTTP server (a fixed port could clash); the metrics are still kept.
-        service=ServiceSettings(state_dir=state_dir, metrics_port=0, log_level="WARNING"),
+        service=ServiceSettings(
+            state_dir=state_dir,
+            checkpoint_key=state_dir_key(state_dir),
+            metrics_port=0,
+            log_level="WARNING",
+        ),
     )
 
 

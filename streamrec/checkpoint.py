@@ -16,8 +16,14 @@ File layout (integers big-endian):
 
 Loading checks the length and the HMAC *before* anything is parsed or unpickled: unpickling runs
 arbitrary code, so a file that was truncated, altered or signed with another key is refused with
-`CheckpointError`. The header is readable without unpickling the model, which is how `inspect`
-stays cheap and safe.
+`CheckpointError`. A verified payload is then unpickled through an allow-list of the globals real
+states hold (restricted_pickle.py), so even a file signed with a leaked key cannot run a command.
+The header is readable without unpickling the model, which is how `inspect` stays cheap and safe.
+The key itself is chosen by the operator (checkpoint_key.py says how, and which keys are refused).
+
+Only this process's user can read or write the state: the directory is 0700 (tightened, with a
+warning, if it was not) and every checkpoint is created 0600. Whoever can write a file there can
+at least replace the model, signed or not, so this is as sensitive as the key.
 
 Writes are atomic: temp file in the same directory → fsync → rename → fsync the directory. A crash
 mid-write leaves a stray temp file (removed on the next start), never a half checkpoint under a
@@ -36,10 +42,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import logging
 import os
 import pickle
 import re
+import stat
 import struct
 import time
 from collections.abc import Mapping
@@ -50,6 +58,7 @@ from typing import Any
 
 import orjson
 
+from streamrec import restricted_pickle
 from streamrec.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -122,7 +131,7 @@ class Checkpoint:
 def _key_bytes(key: str | bytes | Any) -> bytes:
     if hasattr(key, "get_secret_value"):  # pydantic SecretStr
         key = key.get_secret_value()
-    data = key.encode() if isinstance(key, str) else bytes(key)
+    data = key.encode() if isinstance(key, str) else bytes(key or b"")
     if not data:
         raise ConfigError("service.checkpoint_key is empty: checkpoints must be signed with a key")
     return data
@@ -136,8 +145,9 @@ def encode(meta: CheckpointMeta, state: Any, key: str | bytes | Any) -> bytes:
     return body + hmac.new(_key_bytes(key), body, hashlib.sha256).digest()
 
 
-def _verify(data: bytes, key: str | bytes | Any, source: Path | str) -> tuple[bytes, memoryview]:
-    """Check magic, length and HMAC of a file's bytes; the header JSON and the payload view."""
+def _verify(data: bytes, key: str | bytes | Any, source: Path | str) -> tuple[bytes, int]:
+    """Check magic, length and HMAC of a file's bytes; the header JSON and where the payload
+    starts."""
     if len(data) < _PREAMBLE.size + _MAC_SIZE:
         raise CheckpointError(
             f"checkpoint {source} is truncated ({len(data)} bytes, shorter than any checkpoint); "
@@ -164,9 +174,7 @@ def _verify(data: bytes, key: str | bytes | Any, source: Path | str) -> tuple[by
             f"{FORMAT_VERSION}. Run the streamrec version that wrote it, or start a new state dir"
         )
     start = _PREAMBLE.size
-    header = data[start : start + header_len]
-    payload = memoryview(data)[start + header_len : start + header_len + payload_len]
-    return header, payload
+    return data[start : start + header_len], start + header_len
 
 
 def read_meta(path: Path, key: str | bytes | Any) -> CheckpointMeta:
@@ -176,11 +184,17 @@ def read_meta(path: Path, key: str | bytes | Any) -> CheckpointMeta:
 
 
 def load(path: Path, key: str | bytes | Any) -> Checkpoint:
-    """Verify, then unpickle, one checkpoint file."""
-    header, payload = _verify(_read(path), key, path)
+    """Verify, then unpickle (allow-listed globals only), one checkpoint file."""
+    data = _read(path)
+    header, payload_start = _verify(data, key, path)
     meta = CheckpointMeta.from_json(orjson.loads(header))
+    # A BytesIO over the whole file shares its buffer: no copy of a payload of hundreds of MB.
+    stream = io.BytesIO(data)
+    stream.seek(payload_start)
     try:
-        state = pickle.loads(payload)
+        state = restricted_pickle.load(stream, path)
+    except CheckpointError:
+        raise
     except Exception as exc:  # signed by us yet unreadable: an incompatible streamrec version
         raise CheckpointError(
             f"checkpoint {path} is authentic but its state cannot be restored ({exc!r}); "
@@ -194,6 +208,32 @@ def _read(path: Path) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+
+
+def _private_directory(directory: Path) -> None:
+    """Create `directory` 0700, or take group and other permissions away from it (and from
+    checkpoints older streamrec versions wrote 0644), with one WARNING saying so."""
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        mode = stat.S_IMODE(directory.stat().st_mode)
+        if mode & 0o077:
+            directory.chmod(mode & 0o700)
+            log.warning(
+                "state dir %s was accessible to other users (mode %o); set it to %o. Anyone who "
+                "can write there can replace the model",
+                directory,
+                mode,
+                mode & 0o700,
+            )
+        for path in directory.iterdir():
+            info = path.lstat()
+            if _NAME.match(path.name) and stat.S_ISREG(info.st_mode) and info.st_mode & 0o077:
+                path.chmod(0o600)
+    except OSError as exc:
+        raise CheckpointError(
+            f"cannot create or secure the state dir {directory}: {exc}. It must be a directory "
+            "this user owns (service.state_dir)"
+        ) from exc
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -213,7 +253,7 @@ class CheckpointStore:
         self.directory = Path(directory)
         self._key = _key_bytes(key)
         self.keep = keep
-        self.directory.mkdir(parents=True, exist_ok=True)
+        _private_directory(self.directory)
         for stale in self.directory.glob(_TEMP_PREFIX + "*"):
             # Left by a crash in the middle of a write; never renamed, so never trusted.
             stale.unlink(missing_ok=True)
@@ -261,7 +301,9 @@ class CheckpointStore:
         final = self.directory / f"checkpoint-{meta.sequence:012d}.ckpt"
         temp = self.directory / f"{_TEMP_PREFIX}{meta.sequence:012d}-{os.getpid()}"
         try:
-            with open(temp, "wb") as handle:
+            # Created 0600, never chmod-ed later: no moment at which others could open it.
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with open(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())

@@ -151,10 +151,12 @@ def cmd_inspect_checkpoint(args: argparse.Namespace) -> int:
     import orjson
 
     from streamrec.checkpoint import inspect
+    from streamrec.checkpoint_key import signing_key
     from streamrec.settings import load_settings
 
-    key = load_settings(args.config).service.checkpoint_key
-    info = inspect(args.state_dir, key)
+    # The service's key, checked the same way: a checkpoint that does not verify against it is
+    # not read, and nothing in one is unpickled unless it verifies.
+    info = inspect(args.state_dir, signing_key(load_settings(args.config).service))
     if args.json:
         print(orjson.dumps(info, option=orjson.OPT_INDENT_2).decode())
     else:
@@ -241,7 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--rate", type=float, help="messages per second (default: as fast as possible)")
 
-    p = add("inspect-checkpoint", cmd_inspect_checkpoint, "show what a checkpoint holds")
+    p = add(
+        "inspect-checkpoint",
+        cmd_inspect_checkpoint,
+        "show what a checkpoint holds (needs the service's key: STREAMREC_SERVICE__CHECKPOINT_KEY"
+        " or _KEY_FILE)",
+    )
     p.add_argument("state_dir", type=Path, help="state directory (or one checkpoint file)")
     p.add_argument("--json", action="store_true")
 

@@ -25,6 +25,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from streamrec.checkpoint_key import STATE_DIR_KEY
 from streamrec.settings import Settings
 from streamrec.simulate import (
     SIMULATION_MODEL_DEFAULTS,
@@ -105,6 +106,8 @@ def run_demo(
             f"publishes [cyan]{used.kafka.recommendations_topic}[/]; state in "
             f"{used.service.state_dir}"
         )
+        if used.service.checkpoint_key is None and used.service.checkpoint_key_file is None:
+            console.print(f"  checkpoints signed with the state dir's own key, {STATE_DIR_KEY}")
         console.print(f"  metrics: {metrics_url} (also /healthz, /readyz)")
         console.print(
             f"  {options.users} simulated users, {options.items} items (+{options.new_items} "

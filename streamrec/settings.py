@@ -130,9 +130,15 @@ class ServiceSettings(_Section):
     )
     checkpoint_every_seconds: float = Field(30.0, gt=0, description="...or after this long.")
     checkpoints_kept: int = Field(3, ge=1, description="Newest checkpoints kept on disk.")
-    checkpoint_key: SecretStr = Field(
-        SecretStr("streamrec-development-key"),
-        description="HMAC key that signs checkpoints. Set your own in production.",
+    checkpoint_key: SecretStr | None = Field(
+        None,
+        description="HMAC-SHA256 key that signs checkpoints, at least 16 random bytes. No"
+        " default: `streamrec run` refuses to start without it (or checkpoint_key_file). Generate"
+        ' one: python -c "import secrets; print(secrets.token_hex(32))"',
+    )
+    checkpoint_key_file: Path | None = Field(
+        None,
+        description="Instead of checkpoint_key: a file holding the key (a mounted secret).",
     )
     batch_size: int = Field(2000, ge=1, description="Max records per poll.")
     poll_timeout_s: float = Field(0.05, gt=0, description="Longest wait for a batch.")

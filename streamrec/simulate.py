@@ -53,6 +53,7 @@ from rich.progress import Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from streamrec.bandit import POLICIES
+from streamrec.checkpoint_key import KEY_ENV, KEY_FILE_ENV, state_dir_key
 from streamrec.errors import StreamrecError
 from streamrec.pipeline import Pipeline, Record
 from streamrec.settings import ModelSettings, Settings
@@ -570,7 +571,9 @@ class ServiceProcess:
     A process, not a thread: on two cores the consumer and the simulated users then run in
     parallel instead of taking turns on one interpreter lock, and the demo shows the service as
     it is deployed, stopped by SIGTERM (finish the batch, checkpoint, commit, exit 0). Settings go
-    through a config file, except the checkpoint key, which goes through the environment. Its
+    through a config file, except the checkpoint key, which goes through the environment. Without
+    a configured key (or key file) it uses the state dir's own random key (`state_dir_key`): a
+    throwaway consumer needs no secret from its user, and a reused state dir keeps its key. Its
     logs go to `workdir/service.log`; `check()` raises with their tail if it dies.
     """
 
@@ -584,11 +587,15 @@ class ServiceProcess:
         config["service"]["log_level"] = log_level
         config_path = workdir / "service-config.json"
         config_path.write_bytes(orjson.dumps(config))
-        env = {
-            **os.environ,
-            "STREAMREC_SERVICE__CHECKPOINT_KEY": settings.service.checkpoint_key.get_secret_value(),
-            "OPENBLAS_NUM_THREADS": "1",  # DESIGN.md: multithreaded BLAS slows the refresh
-        }
+        # The key the settings say (a key file goes through the config), not whatever the
+        # environment holds: both set would be refused.
+        env = {k: v for k, v in os.environ.items() if k not in (KEY_ENV, KEY_FILE_ENV)}
+        env["OPENBLAS_NUM_THREADS"] = "1"  # DESIGN.md: multithreaded BLAS slows the refresh
+        service = settings.service
+        if service.checkpoint_key is not None:
+            env[KEY_ENV] = service.checkpoint_key.get_secret_value()
+        elif service.checkpoint_key_file is None:
+            env[KEY_ENV] = state_dir_key(service.state_dir)
         command = [sys.executable, "-m", "streamrec.service", "--config", str(config_path)]
         with self.log_path.open("wb") as log_file, self.out_path.open("wb") as out_file:
             self.process = subprocess.Popen(

@@ -11,6 +11,10 @@ import pytest
 from streamrec import checkpoint
 from streamrec.checkpoint import CheckpointStore
 from streamrec.errors import CheckpointError, ConfigError
+from streamrec.pipeline import Pipeline, Record
+from streamrec.service import ServiceState
+from streamrec.settings import ModelSettings
+from streamrec.synthetic import generate_events
 
 KEY = "test-key"
 UNPICKLED: list[str] = []
@@ -189,17 +193,15 @@ def test_empty_key_is_a_config_error(tmp_path: Path) -> None:
         CheckpointStore(tmp_path, "")
 
 
-class DigestibleState:
-    def __init__(self, digest: str) -> None:
-        self.digest = digest
-
-    def model_digest(self) -> str:
-        return self.digest
-
-
 def test_inspect_computes_a_missing_digest_from_the_verified_state(tmp_path: Path) -> None:
+    # A real service state: only the classes real states hold are unpickled (restricted_pickle).
+    pipeline = Pipeline(ModelSettings(rating_model="biased_mf"))
+    events = generate_events(300, n_users=20, n_items=15)
+    pipeline.process([Record(value=v, key=b"k") for v in events], refresh=False)
     store = CheckpointStore(tmp_path, KEY)
-    store.save(DigestibleState("cd" * 32), {}, events_learned=1, users=1, items=1, model_digest="")
+    store.save(
+        ServiceState(pipeline.state()), {}, events_learned=1, users=1, items=1, model_digest=""
+    )
 
-    assert checkpoint.inspect(tmp_path, KEY)["model_digest"] == "cd" * 32
+    assert checkpoint.inspect(tmp_path, KEY)["model_digest"] == pipeline.model_digest()
     assert checkpoint.inspect(tmp_path, KEY, compute_digest=False)["model_digest"] == ""

@@ -31,6 +31,8 @@ def test_produce_run_inspect(
     monkeypatch.setenv("STREAMREC_KAFKA__RECOMMENDATIONS_TOPIC", recs)
     monkeypatch.setenv("STREAMREC_KAFKA__DLQ_TOPIC", dlq)
     monkeypatch.setenv("STREAMREC_KAFKA__CONSUMER", '{"session.timeout.ms": 3000}')
+    # run and inspect-checkpoint refuse to work without it (test_checkpoint_security.py).
+    monkeypatch.setenv("STREAMREC_SERVICE__CHECKPOINT_KEY", "cli-test-" + "k" * 32)
     assert main(["produce", str(log)]) == 0
 
     state = tmp_path / "state"

@@ -8,6 +8,7 @@ stack. Both are installed by `.ci/run`; elsewhere these tests skip and say what 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -41,9 +42,15 @@ needs_compose = pytest.mark.skipif(
 )
 
 
-def run(*args: str | Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+# docker-compose refuses the stack without a checkpoint key (it has no default): give it one.
+COMPOSE_ENV = {**os.environ, "STREAMREC_CHECKPOINT_KEY": "compose-test-" + "k" * 32}
+
+
+def run(
+    *args: str | Path, cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=120
+        [str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=120, env=env
     )
 
 
@@ -197,9 +204,23 @@ def test_compose_bind_mounts_exist() -> None:
 
 @needs_compose
 def test_compose_file_is_valid() -> None:
-    result = run("docker-compose", "-f", COMPOSE, "config", "-q")
+    result = run("docker-compose", "-f", COMPOSE, "config", "-q", env=COMPOSE_ENV)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout == ""
+
+
+@needs_compose
+def test_compose_refuses_to_start_without_a_checkpoint_key(tmp_path: Path) -> None:
+    """No shipped default: the stack does not even render until the operator sets a key."""
+    env = {k: v for k, v in os.environ.items() if k != "STREAMREC_CHECKPOINT_KEY"}
+    no_dotenv = tmp_path / "empty.env"  # a developer's .env beside the file must not count
+    no_dotenv.write_text("")
+    result = run("docker-compose", "--env-file", no_dotenv, "-f", COMPOSE, "config", "-q", env=env)
+    assert result.returncode != 0
+    assert "set STREAMREC_CHECKPOINT_KEY" in result.stderr
+    rendered = run("docker-compose", "-f", COMPOSE, "config", env=COMPOSE_ENV)
+    assert rendered.returncode == 0, rendered.stderr
+    assert COMPOSE_ENV["STREAMREC_CHECKPOINT_KEY"] in rendered.stdout
 
 
 @needs_compose
@@ -207,7 +228,7 @@ def test_compose_configures_streamrec_through_its_settings() -> None:
     """Every STREAMREC_* variable in the stack must name a real settings field."""
     from streamrec.settings import Settings
 
-    result = run("docker-compose", "-f", COMPOSE, "config")
+    result = run("docker-compose", "-f", COMPOSE, "config", env=COMPOSE_ENV)
     assert result.returncode == 0, result.stderr
     variables = set(re.findall(r"\b(STREAMREC_[A-Z0-9_]+):", result.stdout))
     assert "STREAMREC_KAFKA__BOOTSTRAP_SERVERS" in variables

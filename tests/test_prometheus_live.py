@@ -287,6 +287,7 @@ def consumer_endpoint(bootstrap: str, state_dir: Path) -> Iterator[Endpoint]:
         ),
         service=ServiceSettings(
             state_dir=state_dir,
+            checkpoint_key="live-prometheus-test-key",
             metrics_host="127.0.0.1",
             metrics_port=port,
             checkpoint_every_seconds=2.0,  # checkpoint metrics inside every rate window

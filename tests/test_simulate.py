@@ -7,12 +7,15 @@ the sizes used here (see the report numbers in the lead's note for larger runs).
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
 
+from streamrec import checkpoint
+from streamrec.checkpoint_key import STATE_DIR_KEY, state_dir_key
 from streamrec.settings import KafkaSettings, ModelSettings, ServiceSettings, Settings
 from streamrec.simulate import (
     SIMULATION_MODEL_DEFAULTS,
@@ -150,7 +153,11 @@ def test_simulator_closes_the_loop_through_kafka(
     assert report.consumer is not None
     assert report.consumer["learned"] == report.events
     assert report.consumer["dead_letters"] == 0
-    assert list(state_dir.iterdir()), "the consumer checkpointed into the given state dir"
+    assert any(p.suffix == ".ckpt" for p in state_dir.iterdir()), "checkpointed into state_dir"
+    # No key was configured: the consumer signed with the state dir's own key, kept private.
+    assert stat.S_IMODE((state_dir / STATE_DIR_KEY).stat().st_mode) == 0o600
+    final = checkpoint.inspect(state_dir, state_dir_key(state_dir))
+    assert final["events_learned"] == report.events
 
 
 @pytest.mark.kafka

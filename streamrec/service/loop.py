@@ -39,6 +39,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 
 from streamrec.checkpoint import CheckpointStore
+from streamrec.checkpoint_key import signing_key
 from streamrec.errors import StreamrecError
 from streamrec.metrics import Metrics, MetricsServer
 from streamrec.metrics import serve as serve_metrics
@@ -87,7 +88,8 @@ def run(
     service = settings.service
     metrics = metrics if metrics is not None else Metrics()
     stop = stop if stop is not None else threading.Event()
-    store = CheckpointStore(service.state_dir, service.checkpoint_key, service.checkpoints_kept)
+    # First thing: without a key that was set on purpose nothing starts, not even /metrics.
+    store = CheckpointStore(service.state_dir, signing_key(service), service.checkpoints_kept)
     worker = Worker(settings, store, metrics)
     # Serving before the restore: /healthz answers while a large checkpoint loads, /readyz waits.
     server = start_metrics_server(service, metrics, worker.ready)

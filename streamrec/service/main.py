@@ -38,7 +38,7 @@ def settings_help() -> str:
         for name, info in getattr(model, "model_fields", {}).items():
             default = info.get_default(call_default_factory=True)
             if name == "checkpoint_key":
-                default = "<development key: set your own>"
+                default = "no default: required, unless CHECKPOINT_KEY_FILE is set"
             described = f" {info.description}" if info.description else ""
             lines.append(f"  STREAMREC_{section.upper()}__{name.upper()} ({default!s}):{described}")
     return "\n".join(lines)

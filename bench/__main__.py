@@ -44,9 +44,20 @@ from bench.common import (
     ratio_row,
 )
 
-GROUPS = ("e2e", "replay", "pipeline", "bare", "naive", "quix", "fresh", "topk", "memory")
+GROUPS = (
+    "e2e",
+    "replay",
+    "pipeline",
+    "bare",
+    "naive",
+    "quix",
+    "fresh",
+    "overload",
+    "topk",
+    "memory",
+)
 RESULTS = Path(__file__).with_name("results.json")
-NEEDS_BROKER = {"e2e", "naive", "quix", "fresh", "memory"}
+NEEDS_BROKER = {"e2e", "naive", "quix", "fresh", "overload", "memory"}
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,7 @@ class Sizes:
     events: int | None  # None: every event of the data set
     fresh_events: int
     fresh_rate: float
+    overload_events: int
     catalogs: tuple[int, ...]
     topk_users: int
     river_users: int
@@ -68,6 +80,7 @@ FULL = Sizes(
     events=None,
     fresh_events=30_000,
     fresh_rate=10_000,
+    overload_events=500_000,
     catalogs=(1_000, 10_000, 100_000),
     topk_users=1_000,
     river_users=200,
@@ -81,6 +94,7 @@ QUICK = Sizes(
     events=3_000,
     fresh_events=2_000,
     fresh_rate=10_000,
+    overload_events=10_000,
     catalogs=(500, 2_000),
     topk_users=100,
     river_users=20,
@@ -222,7 +236,7 @@ def plan(
     args: argparse.Namespace,
 ) -> list[tuple[str, Callable[[], Row | list[Row]]]]:
     """The measurements to run, in order: cheap in-memory rows first, the long ones last."""
-    from bench import freshness, memory, throughput, topk
+    from bench import freshness, memory, overload, throughput, topk
 
     steps: list[tuple[str, Callable[[], Row | list[Row]]]] = []
     rankers = ("knn", "mf")  # the default configuration, and the speed one (DESIGN.md)
@@ -251,6 +265,13 @@ def plan(
                         partial(freshness.freshness, fresh, bootstrap, rate, r),
                     )
                 )
+    if events is not None and bootstrap is not None and "overload" in groups:
+        steps.append(
+            (
+                "overload",
+                partial(overload.overload, events, bootstrap, sizes.overload_events),
+            )
+        )
     if "topk" in groups:
         steps.append(
             (
@@ -300,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     path = ml100k_path(args.ml100k)
     events = (
         load_events(path)
-        if {"e2e", "replay", "pipeline", "bare", "naive", "quix", "fresh"} & set(groups)
+        if {"e2e", "replay", "pipeline", "bare", "naive", "quix", "fresh", "overload"} & set(groups)
         else None
     )
     if events is not None:

@@ -37,7 +37,7 @@ TARGET_P99_MS = 50.0
 class RecommendationReader(threading.Thread):
     """Reads the recommendations topic from the start, noting (receive time, version) per user."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, start: int = OFFSET_BEGINNING) -> None:
         super().__init__(daemon=True)
         self.consumer = Consumer(
             {
@@ -47,7 +47,7 @@ class RecommendationReader(threading.Thread):
                 "fetch.wait.max.ms": 5,
             }
         )
-        self.consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        self.consumer.assign([TopicPartition(topic, 0, start)])
         self.seen: dict[str, list[tuple[float, int]]] = defaultdict(list)
         self.count = 0
         self.stop = threading.Event()

@@ -3,14 +3,14 @@
 Every message on the wire is one of these pydantic models serialized as JSON. `schemas/` holds the
 JSON Schema generated from them (`streamrec schemas --out schemas/`); a test keeps the two equal.
 
-Timestamps arrive as RFC 3339 strings or epoch milliseconds and are held as float epoch *seconds*,
-so arithmetic on them (decay, reward windows, clock guards) needs no parsing later.
+Timestamps arrive as RFC 3339 strings or epoch milliseconds (`timestamps.py`) and are held as float
+epoch *seconds*, so arithmetic on them (decay, reward windows, clock guards) needs no parsing later.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -20,50 +20,15 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
-    WithJsonSchema,
 )
 
-from streamrec.rfc3339 import parse_rfc3339
+from streamrec.timestamps import END_EPOCH_MS, MIN_EPOCH_MS, Timestamp
 
 MAX_ID_LENGTH = 256
 """Ids longer than this are rejected: they are either bugs or attacks, and they bloat the model."""
 
 MAX_CONTEXT_FIELDS = 32
 MAX_QUANTITY = 1_000_000
-
-
-_MIN_EPOCH_MS = -62_135_596_800_000
-"""0001-01-01T00:00:00Z: epoch milliseconds cover the instants RFC 3339's 4-digit years do."""
-_END_EPOCH_MS = 253_402_300_800_000
-"""10000-01-01T00:00:00Z, excluded. A number beyond is a unit bug (micro- or nanoseconds), not a
-time, and is rejected by both the schema and the model."""
-
-
-def _parse_timestamp(value: Any) -> float:
-    """RFC 3339 string or epoch milliseconds → epoch seconds (float)."""
-    if isinstance(value, bool):
-        raise ValueError("timestamp must be RFC 3339 text or epoch milliseconds, not a boolean")
-    if isinstance(value, int | float):
-        # Compared before any conversion: a huge int must be an error, not an OverflowError.
-        if not _MIN_EPOCH_MS <= value < _END_EPOCH_MS:  # NaN fails too
-            raise ValueError(
-                "epoch milliseconds must be within years 0001-9999"
-                " (seconds, microseconds or nanoseconds sent?)"
-            )
-        return float(value) / 1000.0
-    if isinstance(value, str):
-        seconds = parse_rfc3339(value)
-        if seconds is None:
-            raise ValueError(
-                "timestamp must be epoch milliseconds or RFC 3339 text such as"
-                " '2026-01-01T12:00:00Z' or '2026-01-01T13:00:00.5+01:00'"
-            )
-        return seconds
-    if isinstance(value, datetime):  # Python callers only: JSON has no datetimes
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value.timestamp()
-    raise ValueError("timestamp must be RFC 3339 text or epoch milliseconds")
 
 
 def _json_integer(value: Any) -> Any:
@@ -75,24 +40,6 @@ def _json_integer(value: Any) -> Any:
     return value
 
 
-Timestamp = Annotated[
-    float,
-    BeforeValidator(_parse_timestamp),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "string", "format": "date-time"},
-                {
-                    "type": "number",
-                    "minimum": _MIN_EPOCH_MS,
-                    "exclusiveMaximum": _END_EPOCH_MS,
-                    "description": "epoch milliseconds (years 0001-9999)",
-                },
-            ],
-            "description": "RFC 3339 date-time (e.g. 2026-01-01T12:00:00Z), or epoch milliseconds",
-        }
-    ),
-]
 _NOT_WHITESPACE = r"[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
 """A character that is not Unicode White_Space, spelled out: `\\S` differs between the regex
 dialects of pydantic (Rust: White_Space), Python (adds U+001C-U+001F) and ECMA-262 (adds U+FEFF,
@@ -321,7 +268,7 @@ def _decode_fast(data: bytes | str) -> AnyEvent | None:
     # range is below _FLOAT_LIMIT, so it was written as a float literal.
     if not (
         (type(timestamp) is int or type(timestamp) is float)
-        and _MIN_EPOCH_MS <= timestamp < _END_EPOCH_MS
+        and MIN_EPOCH_MS <= timestamp < END_EPOCH_MS
     ):
         return None
     # One dict display per class, in field order (as pydantic fills __dict__): built at full size.

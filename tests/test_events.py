@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from streamrec.events import ClickEvent, PurchaseEvent, RatingEvent, decode_event, json_schemas
-from streamrec.rfc3339 import parse_rfc3339
+from streamrec.timestamps import parse_rfc3339
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 

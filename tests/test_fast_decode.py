@@ -29,6 +29,7 @@ from streamrec.events import (
     RatingEvent,
     decode_event,
 )
+from streamrec.timestamps import END_EPOCH_MS, MIN_EPOCH_MS
 
 Outcome = tuple[Any, ...]
 
@@ -201,14 +202,14 @@ def edge_cases() -> Iterator[bytes | str]:
         9.223372036854775e18,
         1.8e19,
         NOW_MS + 0.5,
-        events._MIN_EPOCH_MS,  # the epoch-milliseconds range, both ends, as ints and floats
-        events._MIN_EPOCH_MS - 1,
-        events._MIN_EPOCH_MS - 0.5,
-        float(events._MIN_EPOCH_MS),
-        events._END_EPOCH_MS,
-        events._END_EPOCH_MS - 1,
-        events._END_EPOCH_MS - 0.25,
-        float(events._END_EPOCH_MS),
+        MIN_EPOCH_MS,  # the epoch-milliseconds range, both ends, as ints and floats
+        MIN_EPOCH_MS - 1,
+        MIN_EPOCH_MS - 0.5,
+        float(MIN_EPOCH_MS),
+        END_EPOCH_MS,
+        END_EPOCH_MS - 1,
+        END_EPOCH_MS - 0.25,
+        float(END_EPOCH_MS),
         True,
         False,
         None,

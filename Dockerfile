@@ -2,7 +2,7 @@
 # Two stages so the runtime image carries wheels only, no build tools or source tree.
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY streamrec ./streamrec
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 

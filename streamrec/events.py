@@ -3,15 +3,14 @@
 Every message on the wire is one of these pydantic models serialized as JSON. `schemas/` holds the
 JSON Schema generated from them (`streamrec schemas --out schemas/`); a test keeps the two equal.
 
-Timestamps arrive as RFC 3339 strings or epoch milliseconds and are held as float epoch *seconds*,
-so arithmetic on them (decay, reward windows, clock guards) needs no parsing later.
+Timestamps arrive as RFC 3339 strings or epoch milliseconds (`timestamps.py`) and are held as float
+epoch *seconds*, so arithmetic on them (decay, reward windows, clock guards) needs no parsing later.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -21,8 +20,9 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
-    WithJsonSchema,
 )
+
+from streamrec.timestamps import END_EPOCH_MS, MIN_EPOCH_MS, Timestamp
 
 MAX_ID_LENGTH = 256
 """Ids longer than this are rejected: they are either bugs or attacks, and they bloat the model."""
@@ -31,56 +31,27 @@ MAX_CONTEXT_FIELDS = 32
 MAX_QUANTITY = 1_000_000
 
 
-def _parse_timestamp(value: Any) -> float:
-    """RFC 3339 string or epoch milliseconds → epoch seconds (float)."""
-    if isinstance(value, bool):
-        raise ValueError("timestamp must be RFC 3339 text or epoch milliseconds, not a boolean")
-    if isinstance(value, int | float):
-        try:
-            seconds = float(value) / 1000.0
-        except OverflowError:  # an int beyond float range must be an error, not a crash
-            raise ValueError("timestamp is out of range") from None
-        if not math.isfinite(seconds):
-            raise ValueError("timestamp must be finite")
-        return seconds
-    if isinstance(value, str):
-        text = value.strip()
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        try:
-            parsed = datetime.fromisoformat(text)
-        except ValueError:
-            raise ValueError("timestamp must be RFC 3339 text or epoch milliseconds") from None
-        if parsed.tzinfo is None:
-            raise ValueError("RFC 3339 timestamp needs a UTC offset (e.g. 'Z' or '+02:00')")
-        return parsed.timestamp()
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value.timestamp()
-    raise ValueError("timestamp must be RFC 3339 text or epoch milliseconds")
+def _json_integer(value: Any) -> Any:
+    """JSON has one number type: JSON Schema's `integer` is any number with a zero fraction, so
+    `2.0` is the integer 2 (as it is to every schema validator); other floats, strings and
+    booleans are left to the strict int check, which refuses them."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
 
 
-Timestamp = Annotated[
-    float,
-    BeforeValidator(_parse_timestamp),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "string", "format": "date-time"},
-                {"type": "number", "description": "epoch milliseconds"},
-            ],
-            "description": "RFC 3339 date-time with offset, or epoch milliseconds",
-        }
-    ),
-]
-Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"\S")]
+_NOT_WHITESPACE = r"[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+"""A character that is not Unicode White_Space, spelled out: `\\S` differs between the regex
+dialects of pydantic (Rust: White_Space), Python (adds U+001C-U+001F) and ECMA-262 (adds U+FEFF,
+drops U+0085), so the schema names the exact set pydantic enforces, in a syntax all three read."""
+Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=_NOT_WHITESPACE)]
 ContextValue = str | int | float | bool | None
 
 
 class _EventBase(BaseModel):
     # Producers evolve: unknown fields are ignored, not errors. Events are values: frozen.
-    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
+    # Strict: a value has the JSON type the schema names ("4" is not a number, true is not 1).
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False, strict=True)
 
     event_id: Id
     user_id: Id
@@ -96,19 +67,45 @@ class _EventBase(BaseModel):
     )
 
 
+def _examples(*examples: dict[str, Any]) -> ConfigDict:
+    return ConfigDict(json_schema_extra={"examples": list(examples)})
+
+
+_EXAMPLE = {"event_id": "e-1", "user_id": "u7", "item_id": "m42"}
+
+
 class ClickEvent(_EventBase):
+    model_config = _examples(
+        {
+            **_EXAMPLE,
+            "type": "click",
+            "timestamp": "2026-01-01T12:00:00Z",
+            "rec_id": "r-3e8",
+            "context": {"page": "home", "slot": 2, "ab": True},
+        }
+    )
+
     type: Literal["click"]
 
 
 class PurchaseEvent(_EventBase):
+    model_config = _examples(
+        {**_EXAMPLE, "type": "purchase", "timestamp": 1767268800000, "quantity": 2, "price": 19.99}
+    )
+
     type: Literal["purchase"]
-    quantity: Annotated[int, Field(ge=1, le=MAX_QUANTITY)] = 1
+    quantity: Annotated[int, Field(ge=1, le=MAX_QUANTITY), BeforeValidator(_json_integer)] = 1
     price: Annotated[float, Field(ge=0)] | None = None
 
 
 class RatingEvent(_EventBase):
+    model_config = _examples(
+        {**_EXAMPLE, "type": "rating", "timestamp": "2026-01-01T13:00:00.25+01:00", "rating": 4.5},
+        {**_EXAMPLE, "type": "rating", "timestamp": 1767268800000, "rating": 4},
+    )
+
     type: Literal["rating"]
-    rating: float = Field(description="Inside the configured scale (default 1-5).")
+    rating: float = Field(description="A JSON number inside the configured scale (default 1-5).")
 
 
 Event = Annotated[ClickEvent | PurchaseEvent | RatingEvent, Field(discriminator="type")]
@@ -199,8 +196,7 @@ def decode_event(data: bytes | str) -> AnyEvent:
 #   float has magnitude >= 2**63, so the fast path accepts floats only below _FLOAT_LIMIT: every
 #   float it accepts was written as a float literal, parsed by both to the nearest double.
 # Ids are taken when their first char is printable ASCII other than space, which surely matches
-# the `\S` pattern (pydantic's regex uses Unicode whitespace, not Python's `str.isspace`: other
-# ids are left to pydantic); lengths count code points in both.
+# _NOT_WHITESPACE (other ids are left to pydantic); lengths count code points in both.
 
 _SHALLOW_LENGTH = 256
 _MAX_BRACKETS = 16
@@ -267,11 +263,13 @@ def _decode_fast(data: bytes | str) -> AnyEvent | None:
         and item_id[:1] in _ID_FIRST_CHARS
     ):
         return None
-    # _parse_timestamp returns float(value) / 1000.0; `int / float` converts the int the same way.
-    if type(timestamp) is float:
-        if not -_FLOAT_LIMIT < timestamp < _FLOAT_LIMIT:
-            return None
-    elif type(timestamp) is not int:
+    # _parse_timestamp returns float(value) / 1000.0 for a number in its range; `int / float`
+    # converts the int the same way (exactly: the range is far inside 2**53), and a float in the
+    # range is below _FLOAT_LIMIT, so it was written as a float literal.
+    if not (
+        (type(timestamp) is int or type(timestamp) is float)
+        and MIN_EPOCH_MS <= timestamp < END_EPOCH_MS
+    ):
         return None
     # One dict display per class, in field order (as pydantic fills __dict__): built at full size.
     seconds = timestamp / 1000.0

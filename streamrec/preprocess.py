@@ -49,7 +49,11 @@ def _describe(exc: ValidationError) -> tuple[str, str]:
     """A bounded reason label and a short readable message from a pydantic error."""
     errors = exc.errors(include_url=False)
     first = errors[0] if errors else {"type": "invalid", "loc": (), "msg": str(exc)}
-    if first["type"] in ("json_invalid", "json_type"):
+    # Not JSON at all, or JSON that is not an object (an array, a string, null...): either way
+    # there is no event to speak of, so no field to name.
+    if first["type"] in ("json_invalid", "json_type") or (
+        first["type"] in ("dict_type", "model_type", "model_attributes_type") and not first["loc"]
+    ):
         return "invalid_json", f"not a JSON object: {first['msg']}"
     parts = []
     for err in errors[:3]:

@@ -9,13 +9,15 @@ every librdkafka option work without streamrec knowing them.
 
 from __future__ import annotations
 
+import os
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from streamrec.errors import ConfigError
 
@@ -208,10 +210,9 @@ class Settings(BaseSettings):
 def load_settings(config_file: Path | None = None, **overrides: dict[str, Any]) -> Settings:
     """Settings from environment, then `config_file` (JSON or TOML), then `overrides` by section.
 
-    Raises ConfigError with the offending field named, instead of a traceback.
+    Raises ConfigError with one line naming each offending setting, its value and where it came
+    from, instead of a traceback or pydantic's multi-line report.
     """
-    from pydantic import ValidationError
-
     data: dict[str, Any] = {}
     if config_file is not None:
         try:
@@ -224,18 +225,85 @@ def load_settings(config_file: Path | None = None, **overrides: dict[str, Any]) 
             )
         except (ValueError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {config_file} is not valid JSON/TOML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {config_file} must hold an object of sections")
     try:
         env_defaults = Settings()
-        merged = env_defaults.model_dump()
-        for section, values in data.items():
-            if isinstance(values, dict) and section in merged:
-                merged[section].update(values)
-            else:
-                merged[section] = values
-        for section, values in overrides.items():
-            merged.setdefault(section, {}).update(
-                {k: v for k, v in values.items() if v is not None}
-            )
+    except SettingsError as exc:
+        names = ", ".join(sorted(k for k in os.environ if k.upper().startswith(_ENV_PREFIX)))
+        raise ConfigError(f"cannot read settings from the environment ({names}): {exc}") from exc
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc, _env_variable)) from exc
+    merged = env_defaults.model_dump()
+    for section, values in data.items():
+        if isinstance(values, dict) and section in merged:
+            merged[section].update(values)
+        else:
+            merged[section] = values
+    for section, values in overrides.items():
+        merged.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
+
+    def source(loc: tuple[str, ...]) -> str | None:
+        section, key = loc[0], (loc[1] if len(loc) > 1 else None)
+        if key is not None and overrides.get(section, {}).get(key) is not None:
+            return "command line"
+        given = data.get(section)
+        # A check across fields (no key) has no single source, unless the section itself is bad.
+        if section in data and (
+            not isinstance(given, dict)
+            or section not in Settings.model_fields
+            or (key is not None and key in given)
+        ):
+            return f"config file {config_file}"
+        return _env_variable(loc)
+
+    try:
         return Settings.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError(f"invalid settings:\n{exc}") from exc
+        raise ConfigError(_one_line(exc, source)) from exc
+
+
+_ENV_PREFIX = "STREAMREC_"
+_SECRET_WORDS = ("key", "password", "secret", "token", "credential")
+"""A setting whose name contains one of these never has its value printed in an error."""
+
+
+def _one_line(exc: ValidationError, source: Callable[[tuple[str, ...]], str | None]) -> str:
+    """Each problem of a pydantic ValidationError as `invalid setting model.k=0: why (where)`,
+    joined with '; ': operator errors are one line."""
+    problems = []
+    for error in exc.errors(include_url=False):
+        loc = tuple(str(part) for part in error["loc"])
+        name = ".".join(loc)
+        where = source(loc) if loc else None
+        suffix = f" ({where})" if where else ""
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            problems.append(f"unknown setting {name}{suffix}")
+        elif error["type"] == "missing":
+            problems.append(f"missing setting {name}{suffix}")
+        elif isinstance(error["input"], dict | list) or not loc:
+            problems.append(f"invalid settings in {name or 'settings'}: {message}{suffix}")
+        else:
+            value = _shown(error["input"], secret=any(w in name.lower() for w in _SECRET_WORDS))
+            problems.append(f"invalid setting {name}={value}: {message}{suffix}")
+    return "; ".join(problems)
+
+
+def _shown(value: object, *, secret: bool) -> str:
+    if secret:
+        return "***"
+    plain = isinstance(value, str) and value and not any(c.isspace() for c in value)
+    text = str(value) if plain else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _env_variable(loc: tuple[str, ...]) -> str | None:
+    """The STREAMREC_* variable that set the setting at `loc`, if one did (names are matched
+    without regard to case, as pydantic-settings reads them)."""
+    present = {name.upper(): name for name in os.environ}
+    for depth in range(min(len(loc), 2), 0, -1):
+        candidate = _ENV_PREFIX + "__".join(loc[:depth]).upper()
+        if candidate in present:
+            return f"env {present[candidate]}"
+    return None

@@ -245,3 +245,20 @@ def test_dockerfile_builds_the_package_on_python_311_slim() -> None:
     assert 'ENTRYPOINT ["streamrec"]' in text
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".git" in ignored and "tests" in ignored
+
+
+def test_dockerfile_copies_every_file_the_build_reads() -> None:
+    """setuptools fails when `readme` or a `license-files` entry is missing from the context."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    build_stage = DOCKERFILE.read_text().split("\nFROM ")[1]  # [0] is the header comment
+    copied = {
+        source
+        for line in build_stage.splitlines()
+        if line.startswith("COPY ")
+        for source in line.split()[1:-1]
+    }
+    assert {project["readme"], *project["license-files"], "streamrec"} <= copied, copied
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    assert not copied & {line.strip() for line in ignore if not line.startswith("#")}

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from contract_corpus import CORPUS as CONTRACT_CORPUS
 from pydantic import ValidationError
 
 from streamrec import events
@@ -28,6 +29,7 @@ from streamrec.events import (
     RatingEvent,
     decode_event,
 )
+from streamrec.timestamps import END_EPOCH_MS, MIN_EPOCH_MS
 
 Outcome = tuple[Any, ...]
 
@@ -200,6 +202,14 @@ def edge_cases() -> Iterator[bytes | str]:
         9.223372036854775e18,
         1.8e19,
         NOW_MS + 0.5,
+        MIN_EPOCH_MS,  # the epoch-milliseconds range, both ends, as ints and floats
+        MIN_EPOCH_MS - 1,
+        MIN_EPOCH_MS - 0.5,
+        float(MIN_EPOCH_MS),
+        END_EPOCH_MS,
+        END_EPOCH_MS - 1,
+        END_EPOCH_MS - 0.25,
+        float(END_EPOCH_MS),
         True,
         False,
         None,
@@ -298,6 +308,10 @@ def edge_cases() -> Iterator[bytes | str]:
     yield from [body + b"{}", body[:-1], b"[" + body + b"]", body + b"\n", b"\n " + body]
     yield from [body.replace(b"u-1", b"u-\xff"), body.replace(b"u-1", b"u-\xed\xa0\x80")]
     yield from [body.replace(b"u-1", b"u-\x01"), body.replace(b"u-1", b"u-\\x")]
+    # Every example and counter-example of the contract: strings, bools and nulls for numbers,
+    # integral floats, RFC 3339 edge cases, epoch bounds (tests/contract_corpus.py).
+    for case in CONTRACT_CORPUS:
+        yield case.data
 
 
 CASES = list(edge_cases())
@@ -479,8 +493,10 @@ def test_ordinary_events_take_the_fast_path(data: bytes | str, fallbacks: list[o
     [
         b'{"event_id":"1","type":"click","user_id":"u","item_id":"i",'
         b'"timestamp":"2026-01-01T00:00:00Z"}',
-        b'{"event_id":"1","type":"rating","user_id":"u","item_id":"i","timestamp":1,"rating":"4"}',
-        b'{"event_id":"1","type":"rating","user_id":"u","item_id":"i","timestamp":1,"rating":true}',
+        b'{"event_id":"1","type":"click","user_id":"u","item_id":"i",'
+        b'"timestamp":"2026-01-01t00:00:00.123456789z"}',
+        b'{"event_id":"1","type":"rating","user_id":"u","item_id":"i","timestamp":1,'
+        b'"rating":9007199254740993}',
         b'{"event_id":"\\u00a0x","type":"click","user_id":"u","item_id":"i","timestamp":1}',
         b'{"event_id":"1","type":"purchase","user_id":"u","item_id":"i","timestamp":1,"quantity":2.0}',
     ],

@@ -52,10 +52,12 @@ class BatchResult:
     decisions: list[dict[str, Any]] = field(default_factory=list)
 
 
-STATE_FORMAT = 4
+STATE_FORMAT = 5
 """Bump when the pickled layout of the model, a learner or the bandit state changes: unpickling
 does not run `__init__`, so an object from an older layout would miss attributes and fail later,
-mid-stream. A mismatch is refused up front instead."""
+mid-stream. A mismatch is refused up front instead. Moving a pickled class to another module
+changes the layout too (a pickle names each class by module path): 5 is the learners/, bandit/
+and evaluate/ packages of issue 17."""
 
 
 @dataclass

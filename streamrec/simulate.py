@@ -52,7 +52,7 @@ from rich.console import Console
 from rich.progress import Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from streamrec.bandit import POLICIES
+from streamrec.bandit.policies import POLICIES
 from streamrec.errors import StreamrecError
 from streamrec.pipeline import Pipeline, Record
 from streamrec.settings import ModelSettings, Settings

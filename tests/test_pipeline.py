@@ -8,7 +8,7 @@ import tracemalloc
 import orjson
 import pytest
 
-from streamrec.bandit import SlotPolicy
+from streamrec.bandit.policies import SlotPolicy
 from streamrec.evaluation import PrequentialEvaluator
 from streamrec.pipeline import Pipeline
 from streamrec.preprocess import Record

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streamrec.offpolicy import (
+from streamrec.bandit.offpolicy.logs import (
     LoggedData,
     LoggedDecision,
     OffPolicyError,

@@ -1,0 +1,1 @@
+"""Off-policy evaluation (OPE) of exploration policies on logged decisions."""

@@ -170,7 +170,7 @@ def _run_service(argv: list[str]) -> int:
 
 
 def _evaluate_policy(argv: list[str]) -> int:
-    from streamrec.bandit.offpolicy.logs import run_cli
+    from streamrec.bandit.offpolicy.cli import run_cli
 
     return run_cli(argv)
 

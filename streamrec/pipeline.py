@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from streamrec.bandit.policies import SlotPolicy
 from streamrec.bandit.rewards import Feedback, PendingRewards, RewardLoop
 from streamrec.errors import CheckpointError
-from streamrec.evaluation import LiveQuality
+from streamrec.evaluate.prequential import LiveQuality
 from streamrec.events import AnyEvent, RatingEvent, Recommendation, RecommendedItem
 from streamrec.model import RecommenderModel
 from streamrec.preprocess import DeadLetter, Preprocessor, Record

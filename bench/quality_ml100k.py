@@ -11,11 +11,12 @@ PATH is ML-100K `u.data` or an ml-latest `ratings.csv` (default: env STREAMREC_M
   Recall@10 of the top 10 among items seen so far, the user's history excluded, for each click
   whose user is known and whose item is new to them.
 
-Each configuration runs `streamrec.replay.replay` — the same pipeline object the Kafka service
-runs, with validation, recommendation refresh of every touched user and exploration on — so the
-events/s column is the pipeline's throughput, not a bare learning loop. First / second half: the
-replay's per-window series with the window set to half the stream, i.e. the model is evaluated
-prequentially on each half in one run (the second half is scored after learning the first).
+Each configuration runs `streamrec.evaluate.replay.replay` — the same pipeline object the Kafka
+service runs, with validation, recommendation refresh of every touched user and exploration on —
+so the events/s column is the pipeline's throughput, not a bare learning loop. First / second
+half: the replay's per-window series with the window set to half the stream, i.e. the model is
+evaluated prequentially on each half in one run (the second half is scored after learning the
+first).
 Settings were chosen on the first half of ML-100K; the second half and other files check them.
 """
 
@@ -32,8 +33,8 @@ from typing import Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+from streamrec.evaluate.replay import ReplayOptions, replay
 from streamrec.movielens import convert, read_ratings
-from streamrec.replay import ReplayOptions, replay
 from streamrec.settings import ModelSettings
 
 DEFAULT_PATH = Path(

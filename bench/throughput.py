@@ -7,8 +7,8 @@ ratios mean something:
 - e2e      `streamrec.service.run`: consumer group, validation, DLQ, metrics, refresh + publish of
            every touched user's list, checkpoints at the default interval; timed from the first
            handled batch to the last.
-- replay   `streamrec.replay.replay` over the same events as a JSONL file (it always evaluates
-           prequentially: RMSE, and a top-K per evaluable positive event).
+- replay   `streamrec.evaluate.replay.replay` over the same events as a JSONL file (it always
+           evaluates prequentially: RMSE, and a top-K per evaluable positive event).
 - pipeline `Pipeline.process` in memory, batches of the service's size, metrics on, no Kafka: the
            difference to e2e is the cost of Kafka I/O.
 - bare     `river.reco.BiasedMF`, `predict_one` + `learn_one` over (user, item, rating) tuples
@@ -197,8 +197,8 @@ def end_to_end(events: Events, bootstrap: str, ranker: str) -> Row:
 
 
 def replay_in_process(events: Events, ranker: str) -> Row:
-    """`streamrec.replay.replay` on the same events written as a JSONL log."""
-    from streamrec.replay import ReplayOptions, replay
+    """`streamrec.evaluate.replay.replay` on the same events written as a JSONL log."""
+    from streamrec.evaluate.replay import ReplayOptions, replay
     from streamrec.settings import ModelSettings
 
     with tempfile.TemporaryDirectory(prefix="bench-replay-") as tmp:

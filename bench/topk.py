@@ -91,7 +91,7 @@ def topk_rows(
     """One row per catalog (full `recommend` path), the kernel in `extra`, then River and ratio."""
     from river import reco
 
-    from streamrec.bandit import SlotPolicy
+    from streamrec.bandit.policies import SlotPolicy
     from streamrec.recommend import DENSE_BLOCK_USERS, _model_picks, recommend
 
     rows: list[Row] = []

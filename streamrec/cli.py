@@ -79,7 +79,7 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from streamrec.replay import ReplayOptions, replay, summary_table, write_report
+    from streamrec.evaluate.replay import ReplayOptions, replay, summary_table, write_report
     from streamrec.settings import load_settings
 
     model_overrides: dict[str, object] = {}
@@ -112,7 +112,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from streamrec.report import render_report
+    from streamrec.evaluate.report import render_report
 
     out = render_report(args.report, args.out)
     print(f"wrote {out}", file=sys.stderr)
@@ -172,7 +172,7 @@ def _run_service(argv: list[str]) -> int:
 
 
 def _evaluate_policy(argv: list[str]) -> int:
-    from streamrec.offpolicy import run_cli
+    from streamrec.bandit.offpolicy.cli import run_cli
 
     return run_cli(argv)
 

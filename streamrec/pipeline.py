@@ -7,7 +7,9 @@ its `BatchResult`. Per batch:
     for each record: preprocess (decode, validate, dedup, guard)   nothing here reads the model
     live quality:    every Nth valid event scored against the model as it is (metrics only)
     for each event:  [evaluate] → join its reward → learn → mark the user dirty
-    end of batch:    refresh every dirty user's top-K → Recommendation messages
+    end of batch:    refresh every dirty user's top-K → Recommendation messages (each one
+                     tracked by the bandit's `RewardLoop`) → settle resolved lists into policy
+                     updates and decision-log lines
 
 Learning is per event and independent of where batch boundaries fall, so a model rebuilt from a
 checkpoint plus the replayed tail is identical to one that never stopped.
@@ -21,9 +23,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from streamrec.bandit import PendingList, PendingRewards, Resolution, SlotPolicy
+from streamrec.bandit.policies import SlotPolicy
+from streamrec.bandit.rewards import Feedback, PendingRewards, RewardLoop
 from streamrec.errors import CheckpointError
-from streamrec.evaluation import LiveQuality
+from streamrec.evaluate.prequential import LiveQuality
 from streamrec.events import AnyEvent, RatingEvent, Recommendation, RecommendedItem
 from streamrec.model import RecommenderModel
 from streamrec.preprocess import DeadLetter, Preprocessor, Record
@@ -47,15 +50,17 @@ class BatchResult:
     duplicates: int = 0
     # Message timestamps (ms) of the records whose users were refreshed, for latency metrics.
     event_timestamps_ms: list[int] = field(default_factory=list)
-    # One line per resolved slot (streamrec.offpolicy.LoggedDecision fields), for evaluation;
-    # only from a Pipeline made with decision_log=True.
+    # One line per resolved slot (streamrec.bandit.offpolicy.logs.LoggedDecision fields), for
+    # evaluation; only from a Pipeline made with decision_log=True.
     decisions: list[dict[str, Any]] = field(default_factory=list)
 
 
-STATE_FORMAT = 4
+STATE_FORMAT = 5
 """Bump when the pickled layout of the model, a learner or the bandit state changes: unpickling
 does not run `__init__`, so an object from an older layout would miss attributes and fail later,
-mid-stream. A mismatch is refused up front instead."""
+mid-stream. A mismatch is refused up front instead. Moving a pickled class to another module
+changes the layout too (a pickle names each class by module path): 5 is the learners/, bandit/
+and evaluate/ packages of issue 17."""
 
 
 @dataclass
@@ -85,9 +90,6 @@ class Pipeline:
         # Kafka records must be keyed by user_id (one user's events stay ordered); a keyless one
         # is a dead letter (missing_key), judged after its value (see Preprocessor.check).
         self.require_key = require_key
-        # One dict per resolved slot costs about as much as a learned event per list, so the
-        # decision log (`BatchResult.decisions`) is built only for those who write it.
-        self.decision_log = decision_log
         self.observer = observer
         self.live_quality = (
             LiveQuality(metrics, settings.k, settings.online_eval_every)
@@ -103,10 +105,14 @@ class Pipeline:
             )
         self.model = state.model
         self.preprocessor = state.preprocessor
-        # Bandit rewards are scaled into [0, 1] (Exp3 and the Beta posteriors assume it).
-        self._max_reward = max(settings.click_reward, settings.purchase_reward, 1e-12)
         self.policy = state.policy
-        self.pending = state.pending
+        self.rewards = RewardLoop(
+            state.policy,
+            state.pending,
+            click_reward=settings.click_reward,
+            purchase_reward=settings.purchase_reward,
+            decision_log=decision_log,
+        )
 
     @classmethod
     def from_state(cls, settings: ModelSettings, state: PipelineState, **kwargs: Any) -> Pipeline:
@@ -120,7 +126,7 @@ class Pipeline:
         return cls(settings, state=state, **kwargs)
 
     def state(self) -> PipelineState:
-        return PipelineState(self.model, self.preprocessor, self.policy, self.pending)
+        return PipelineState(self.model, self.preprocessor, self.policy, self.rewards.pending)
 
     @property
     def events_learned(self) -> int:
@@ -147,8 +153,7 @@ class Pipeline:
         now = time.time()
         consumed: dict[str, int] = {}
         check, learn, observer = self.preprocessor.check, self.model.learn, self.observer
-        require_key = self.require_key
-        rewarded: dict[str, int] = {}
+        require_key, rewards = self.require_key, self.rewards
         # Pass 1: decode, validate, dedup (none of it depends on the model).
         events: list[AnyEvent] = []
         for record in records:
@@ -168,71 +173,51 @@ class Pipeline:
         for event in events:
             consumed[event.type] = consumed.get(event.type, 0) + 1
             if not isinstance(event, RatingEvent):
-                self._join_reward(event, rewarded)
+                rewards.join(event)
             if observer is not None:
                 observer(self.model, event)
             dirty[learn(event)] = None
         result.learned = sum(consumed.values())
         learned_at = time.perf_counter()
-        resolved = self.pending.expire(self.model.last_event_time)
+        rewards.expire(self.model.last_event_time)
         if refresh and dirty:
-            result.recommendations = self.refresh(list(dirty), resolved)
-        reward_values = self._resolve(resolved, result.decisions if self.decision_log else None)
+            result.recommendations = self.refresh(list(dirty), track=True)
+        # After the refresh: this batch's lists draw from the policy before it learns what the
+        # lists resolved now earned (the order decides every later draw).
+        feedback = rewards.settle()
+        result.decisions = feedback.decisions
         if self.metrics is not None:
-            self._record_metrics(
-                result,
-                consumed,
-                rewarded,
-                reward_values,
-                resolved,
-                (started, decoded_at, learned_at),
-            )
+            self._record_metrics(result, consumed, feedback, (started, decoded_at, learned_at))
         return result
 
     def flush_pending(self) -> list[dict[str, Any]]:
         """Resolve every list still awaiting rewards (end of a replay); their decision lines."""
-        lines: list[dict[str, Any]] = []
-        self._resolve(self.pending.expire(float("inf")), lines)
-        return lines
+        return self.rewards.flush()
 
-    def _join_reward(self, event: AnyEvent, rewarded: dict[str, int]) -> None:
-        s = self.settings
-        value = s.purchase_reward if event.type == "purchase" else s.click_reward
-        source = self.pending.reward(event.user_id, event.item_id, event.rec_id, value)
-        if source is not None:
-            rewarded[source] = rewarded.get(source, 0) + 1
+    def refresh(self, users: Sequence[int], *, track: bool = False) -> list[Recommendation]:
+        """Fresh top-K messages for these users (indices).
 
-    def refresh(
-        self, users: Sequence[int], resolved: list[Resolution] | None = None
-    ) -> list[Recommendation]:
-        """Fresh top-K messages for these users (indices); each becomes a pending decision.
-
-        Lists they supersede are appended to `resolved` (pass a list to collect them; without
-        one, e.g. when only looking, nothing is tracked).
+        With `track`, each list awaits its rewards (the lists it supersedes resolve at the end
+        of the batch); without it, e.g. when only looking, nothing is tracked.
         """
         model = self.model
         generated_at = datetime.now(UTC)
         version = model.events_learned
         messages = []
         item_ids = model.item_ids
+        contextual = self.policy.contextual
         lists = recommend(model, users, self.settings.k, self.policy)
         for user, slots in zip(users, lists, strict=True):
             user_id = model.user_ids[user]
             rec_id = f"{version:x}-{user:x}"
-            if resolved is not None:
-                resolved.extend(
-                    self.pending.add(
-                        PendingList(
-                            rec_id=rec_id,
-                            user_id=user_id,
-                            generated_at=model.last_event_time,
-                            items=[item_ids[slot.item] for slot in slots],
-                            sources=[slot.source for slot in slots],
-                            propensities=[slot.propensity for slot in slots],
-                            source_propensities=[slot.source_propensity for slot in slots],
-                            context=slot_context(model, user) if self.policy.contextual else None,
-                        )
-                    )
+            if track:
+                self.rewards.track(
+                    rec_id,
+                    user_id,
+                    model.last_event_time,
+                    [item_ids[slot.item] for slot in slots],
+                    slots,
+                    slot_context(model, user) if contextual else None,
                 )
             messages.append(
                 Recommendation(
@@ -255,58 +240,11 @@ class Pipeline:
             )
         return messages
 
-    def _resolve(
-        self, resolved: list[Resolution], lines: list[dict[str, Any]] | None = None
-    ) -> dict[str, float]:
-        """Teach the policy what each resolved slot earned; the reward earned per source.
-
-        With `lines`, one decision-log line per slot is appended to it.
-        """
-        update, scale = self.policy.update, self._max_reward
-        earned: dict[str, float] = {}
-        for resolution in resolved:
-            p = resolution.pending
-            for source, reward, source_prop in zip(
-                p.sources, p.rewards, p.source_propensities, strict=True
-            ):
-                update(source, reward / scale, source_prop, p.context)
-                if reward:
-                    earned[source] = earned.get(source, 0.0) + reward
-            if lines is None:
-                continue
-            for position, (item, source, prop, source_prop, reward) in enumerate(
-                zip(
-                    p.items,
-                    p.sources,
-                    p.propensities,
-                    p.source_propensities,
-                    p.rewards,
-                    strict=True,
-                ),
-                start=1,
-            ):
-                lines.append(
-                    {
-                        "rec_id": p.rec_id,
-                        "user_id": p.user_id,
-                        "item_id": item,
-                        "position": position,
-                        "source": source,
-                        "propensity": prop,
-                        "source_propensity": source_prop,
-                        "reward": reward,
-                        **({"context": p.context} if p.context else {}),
-                    }
-                )
-        return earned
-
     def _record_metrics(
         self,
         result: BatchResult,
         consumed: dict[str, int],
-        rewarded: dict[str, int],
-        reward_values: dict[str, float],
-        resolved: list[Resolution],
+        feedback: Feedback,
         times: tuple[float, float, float],
     ) -> None:
         started, decoded_at, learned_at = times
@@ -319,14 +257,13 @@ class Pipeline:
                 shown[item.source] = shown.get(item.source, 0) + 1
         for source, n in shown.items():
             m.bandit_decisions_total.labels(source=source).inc(n)
-        for source, n in rewarded.items():
+        for source, n in feedback.rewarded.items():
             m.bandit_rewards_total.labels(source=source).inc(n)
-        for source, value in reward_values.items():
+        for source, value in feedback.earned.items():
             m.bandit_reward_value_total.labels(source=source).inc(value)
-        expired = sum(len(r.pending.items) for r in resolved if r.expired)
-        if expired:
-            m.bandit_expired_decisions_total.inc(expired)
-        m.bandit_pending_decisions.set(len(self.pending))
+        if feedback.expired_slots:
+            m.bandit_expired_decisions_total.inc(feedback.expired_slots)
+        m.bandit_pending_decisions.set(feedback.pending)
         total_shown = sum(shown.values())
         if total_shown:
             m.exploration_ratio.set(1.0 - shown.get("model", 0) / total_shown)

@@ -4,7 +4,7 @@ Never `Ranker.rank()` (one `predict_one` per item, ~1 ms per user at 1,700 items
 returns a few hundred candidates per user, a dense one scores the whole catalog for a block of
 users with one matrix product (`score_dense`). Each slot is then filled from one source —
 the model's next best item, a recently popular one, or a new one — chosen by the exploration
-policy (`bandit.SlotPolicy`), and carries the exact probability that it was shown there.
+policy (`bandit.policies.SlotPolicy`), and carries the exact probability that it was shown there.
 Nothing here creates model state.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streamrec.bandit import ARMS, SlotPolicy
+from streamrec.bandit.policies import ARMS, SlotPolicy
 from streamrec.events import Source
 from streamrec.learners.base import FloatArray, IntArray
 from streamrec.model import RecommenderModel

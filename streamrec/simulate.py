@@ -52,7 +52,7 @@ from rich.console import Console
 from rich.progress import Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from streamrec.bandit import POLICIES
+from streamrec.bandit.policies import POLICIES
 from streamrec.checkpoint_key import KEY_ENV, KEY_FILE_ENV, state_dir_key
 from streamrec.errors import StreamrecError
 from streamrec.pipeline import Pipeline, Record

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pickle
 from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 
-from streamrec.bandit import ARMS, POLICIES, PendingList, PendingRewards, SlotPolicy
+from streamrec.bandit.policies import ARMS, POLICIES, SlotPolicy
+from streamrec.bandit.rewards import PendingList, PendingRewards, RewardLoop
+from streamrec.recommend import Slot
 
 
 @pytest.mark.parametrize("name", ["none", *POLICIES])
@@ -99,6 +102,53 @@ def test_superseded_and_overflowing_lists_are_resolved() -> None:
     assert len(pending) == 2
     restored = pickle.loads(pickle.dumps(pending))
     assert restored.reward("w", "a", "r4", 1.0) == "model"
+
+
+def _click(kind: str, user: str, item: str, rec_id: str | None) -> SimpleNamespace:
+    return SimpleNamespace(type=kind, user_id=user, item_id=item, rec_id=rec_id)
+
+
+def test_reward_loop_settles_one_batch_into_updates_counts_and_log_lines() -> None:
+    policy = SlotPolicy("epsilon_greedy", seed=0)
+    loop = RewardLoop(
+        policy,
+        PendingRewards(window_s=60.0, max_pending=10),
+        click_reward=1.0,
+        purchase_reward=4.0,
+        decision_log=True,
+    )
+    slots = [Slot(0, 1.0, "model", "", 0.9, 0.9), Slot(1, 0.5, "popular", "", 0.1, 0.1)]
+    loop.track("r1", "u", 0.0, ["a", "b"], slots)
+    loop.track("r2", "v", 0.0, ["a", "b"], slots)
+    loop.join(_click("purchase", "u", "b", "r1"))
+    loop.join(_click("click", "v", "a", None))  # no rec_id: v's latest list
+    loop.join(_click("click", "u", "zzz", "r1"))  # shown nowhere: no credit
+    loop.track("r3", "u", 1.0, ["b", "a"], slots)  # supersedes r1: it resolves, not expired
+    first = loop.settle()
+    assert first.rewarded == {"popular": 1, "model": 1}
+    assert first.earned == {"popular": 4.0} and first.expired_slots == 0 and first.pending == 2
+    assert [(d["rec_id"], d["item_id"], d["position"], d["reward"]) for d in first.decisions] == [
+        ("r1", "a", 1, 0.0),
+        ("r1", "b", 2, 4.0),
+    ]
+    assert policy.policy._counts == {"model": 1, "popular": 1}  # type: ignore[union-attr]
+    loop.expire(now=60.5)  # r2's window has passed, r3's has not
+    second = loop.settle()
+    assert second.rewarded == {} and second.earned == {"model": 1.0}
+    assert second.expired_slots == 2 and second.pending == 1
+    assert [d["rec_id"] for d in second.decisions] == ["r2", "r2"]
+    assert [d["rec_id"] for d in loop.flush()] == ["r3", "r3"]
+    assert loop.settle().pending == 0
+
+
+def test_reward_loop_builds_log_lines_only_when_asked() -> None:
+    loop = RewardLoop(
+        SlotPolicy("none"), PendingRewards(60.0, 10), click_reward=1.0, purchase_reward=1.0
+    )
+    loop.track("r1", "u", 0.0, ["a"], [Slot(0, 1.0, "model", "")])
+    loop.expire(now=100.0)
+    feedback = loop.settle()
+    assert feedback.decisions == [] and feedback.expired_slots == 1
 
 
 def test_exp3_weights_stay_finite_over_a_long_run() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from prometheus_client import CollectorRegistry
 
-from streamrec.evaluation import LiveQuality
+from streamrec.evaluate.prequential import LiveQuality
 from streamrec.events import RatingEvent
 from streamrec.metrics import Metrics
 from streamrec.pipeline import Pipeline

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from river import optim, reco
 
-import streamrec.learners.dense_mf as dense_mf
+import streamrec.learners.dense_table as dense_table
 from streamrec.events import EVENT_ADAPTER
 from streamrec.learners import DenseBiasedMF
-from streamrec.learners.dense_mf import DenseTable
+from streamrec.learners.dense_table import DenseTable
 from streamrec.model import Histories, RecommenderModel
 from streamrec.settings import ModelSettings
 
@@ -69,7 +69,7 @@ def test_any_hashable_id_learns_exactly_like_river() -> None:
     for key in (3, 0, 5):
         assert users.find(key) == users.rows.get(key, key)
     for key, row in users.rows.items():
-        assert users.flags[row] & dense_mf._LISTED and users.find(key) == row
+        assert users.flags[row] & dense_table._LISTED and users.find(key) == row
 
 
 def test_an_int_whose_row_is_taken_is_listed_elsewhere() -> None:
@@ -125,7 +125,7 @@ def test_views_are_river_defaultdicts_and_do_not_delete() -> None:
 
 
 def test_growth_and_a_small_hot_cache_stay_like_river(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dense_mf, "_HOT_ROWS", 5)
+    monkeypatch.setattr(dense_table, "_HOT_ROWS", 5)
     params = {"n_factors": 3, "seed": 1}
     river_model, dense = reco.BiasedMF(**params), DenseBiasedMF(**params)
     rng = random.Random(2)
@@ -200,8 +200,8 @@ def test_table_lookup_matches_find() -> None:
         rows, flags = table.lookup(list(keys))
         assert rows.tolist() == [table.find(key) for key in keys]
         assert flags.tolist() == [table.flags[r] if r >= 0 else 0 for r in rows.tolist()]
-    assert table.keys_with(dense_mf._HAS_LATENT) == [0, 3, "s", 7, -2]
-    assert table.keys_with(dense_mf._HAS_BIAS) == [0, 1, 3, "s", 7, -2]
+    assert table.keys_with(dense_table.HAS_LATENT) == [0, 3, "s", 7, -2]
+    assert table.keys_with(dense_table.HAS_BIAS) == [0, 1, 3, "s", 7, -2]
 
 
 # ---- bytes per user ---------------------------------------------------------------------------

@@ -9,19 +9,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streamrec.offpolicy import (
+from streamrec.bandit.offpolicy.cli import run_cli
+from streamrec.bandit.offpolicy.estimators import estimate, evaluate_data, evaluate_policy
+from streamrec.bandit.offpolicy.logs import (
     LoggedData,
     LoggedDecision,
     OffPolicyError,
-    TargetPolicy,
-    estimate,
-    evaluate_data,
-    evaluate_policy,
     read_log,
     read_obd_csv,
-    run_cli,
-    target_policy,
 )
+from streamrec.bandit.offpolicy.targets import TargetPolicy, target_policy
 
 OBD_SAMPLE = Path(__file__).parent / "data" / "obd_sample.csv"
 

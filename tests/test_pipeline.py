@@ -8,8 +8,8 @@ import tracemalloc
 import orjson
 import pytest
 
-from streamrec.bandit import SlotPolicy
-from streamrec.evaluation import PrequentialEvaluator
+from streamrec.bandit.policies import SlotPolicy
+from streamrec.evaluate.prequential import PrequentialEvaluator
 from streamrec.pipeline import Pipeline
 from streamrec.preprocess import Record
 from streamrec.recommend import popular_order, top_items

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from streamrec.report import DPI, FIGURE_WIDTH_IN, ReportError, render_report
+from streamrec.evaluate.report import DPI, FIGURE_WIDTH_IN, ReportError, render_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -106,7 +106,7 @@ def test_in_process_runs_are_deterministic_and_the_report_is_plottable(tmp_path:
     assert data["ctr"] == first.overall["ctr"]
 
     pytest.importorskip("matplotlib")
-    from streamrec.report import render_report
+    from streamrec.evaluate.report import render_report
 
     out = render_report(path, tmp_path / "simulation.png")
     assert out.stat().st_size > 0

@@ -5,7 +5,8 @@ from streamrec.learners.baselines import (
     SGDBaseline,
     ShrunkBaseline,
 )
-from streamrec.learners.dense_mf import DenseBiasedMF, DenseRows
+from streamrec.learners.biased_mf import DenseBiasedMF
+from streamrec.learners.dense_table import DenseRows
 from streamrec.learners.ensemble import RLSEnsemble, default_members
 from streamrec.learners.factory import (
     DEFAULT_RANKER,
@@ -14,8 +15,8 @@ from streamrec.learners.factory import (
     make_ranker,
     make_rating_model,
 )
-from streamrec.learners.neighbors import ResidualItemKNN
-from streamrec.learners.ranker import SequenceItemKNN
+from streamrec.learners.residual_knn import ResidualItemKNN
+from streamrec.learners.sequence_knn import SequenceItemKNN
 from streamrec.learners.svdpp import SVDPlusPlus
 
 __all__ = [

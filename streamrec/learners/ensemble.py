@@ -197,8 +197,8 @@ def default_members(seed: int = 73) -> list[RatingModel]:
         SGDBaseline,
         ShrunkBaseline,
     )
-    from streamrec.learners.dense_mf import DenseBiasedMF
-    from streamrec.learners.neighbors import ResidualItemKNN
+    from streamrec.learners.biased_mf import DenseBiasedMF
+    from streamrec.learners.residual_knn import ResidualItemKNN
     from streamrec.learners.svdpp import SVDPlusPlus
 
     return [

@@ -7,10 +7,11 @@ import typing
 from river import optim
 
 from streamrec.learners.base import ItemRanker, RatingModel
-from streamrec.learners.dense_mf import DenseBiasedMF
+from streamrec.learners.biased_mf import DenseBiasedMF
 from streamrec.learners.ensemble import RLSEnsemble
-from streamrec.learners.ranker import PopularityOnly, SequenceItemKNN
+from streamrec.learners.popularity import PopularityOnly
 from streamrec.learners.river_readonly import river_baseline, river_biased_mf
+from streamrec.learners.sequence_knn import SequenceItemKNN
 
 __all__ = ["DEFAULT_RANKER", "DEFAULT_RATING_MODEL", "make_ranker", "make_rating_model"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from streamrec.learners.base import FloatArray, IntArray, RatingModel
-from streamrec.learners.dense_mf import DenseBiasedMF
+from streamrec.learners.biased_mf import DenseBiasedMF
 
 
 def find_dense_mf(model: RatingModel) -> DenseBiasedMF:

@@ -1,5 +1,7 @@
 """Incremental item-kNN for positive-only feedback, weighted by closeness in the user's sequence.
 
+The default item ranker (`ranker=knn`): it proposes the candidates a user's list is filled from.
+
 The neighbour lists live in two fixed-width numpy tables (one row per item: neighbour index and
 link weight), not in per-item dicts. Memory is then a known `8 · max_neighbours` bytes per item
 (3.2 KB at the default 400 neighbours: 320 MB for 100k items), and scoring a user is one gather
@@ -18,7 +20,7 @@ from river import base
 
 from streamrec.learners.base import FloatArray, IntArray
 
-__all__ = ["PopularityOnly", "SequenceItemKNN"]
+__all__ = ["SequenceItemKNN"]
 
 Float32Array = npt.NDArray[np.float32]
 
@@ -434,17 +436,3 @@ class SequenceItemKNN(base.Estimator):
     @classmethod
     def _unit_test_params(cls) -> typing.Iterator[dict[str, typing.Any]]:
         yield {"window": 5, "max_neighbours": 10}
-
-
-class PopularityOnly:
-    """A ranker that learns nothing and proposes nothing: lists are the pipeline's popularity
-    fill alone (time-decayed counts). The reference point top-N quality is quoted against."""
-
-    def learn_one(self, user: int, item: int, weight: float, history: IntArray) -> None:
-        return None
-
-    def candidates(self, user: int, history: IntArray) -> tuple[IntArray, FloatArray]:
-        return np.empty(0, dtype=np.int64), np.empty(0)
-
-    def explain(self, user: int, history: IntArray, item: int) -> int | None:
-        return None

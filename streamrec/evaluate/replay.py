@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from streamrec.evaluation import PrequentialEvaluator
+from streamrec.evaluate.prequential import PrequentialEvaluator
 from streamrec.pipeline import Pipeline
 from streamrec.settings import ModelSettings
 from streamrec.sinks import JsonlSink

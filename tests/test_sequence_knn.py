@@ -20,7 +20,7 @@ import pytest
 from ml100k import ml100k_path, needs_ml100k
 
 from streamrec.learners import SequenceItemKNN
-from streamrec.learners.ranker import _REBASE_AT, _strongest
+from streamrec.learners.sequence_knn import _REBASE_AT, _strongest
 from streamrec.model import _append_bounded
 from streamrec.movielens import read_ratings
 

@@ -1,4 +1,8 @@
-"""Item neighbourhood model on baseline residuals: the ensemble member that MF misses most."""
+"""Item neighbourhood model on baseline residuals: the ensemble member that MF misses most.
+
+A *rating* model (it predicts a rating, as an ensemble member); the item-kNN that ranks
+candidates for positive-only feedback is `sequence_knn.py`.
+"""
 
 from __future__ import annotations
 

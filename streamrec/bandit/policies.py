@@ -1,4 +1,4 @@
-"""Exploration and delayed rewards: which source fills each slot, and what came of it.
+"""Exploration: which source fills each slot, with the exact probability of that choice.
 
 **Arms are sources, not items.** Each slot of a list is filled by one of three sources: `model`
 (the personal ranker's next best item), `popular` (recently popular) or `new` (items first seen
@@ -14,12 +14,8 @@ argmax probabilities for Thompson sampling) and draw from *that* distribution wi
 RNG, so the recorded probability is the true probability of what was done, as off-policy
 evaluation needs. River's policy still does the learning (`update`).
 
-**Delayed rewards.** A published list stays *pending* until it is superseded by a newer list for
-the same user, or its reward window (event time) passes. A click or purchase that names the list's
-`rec_id` — or, failing that, matches an item of the user's latest pending list — rewards that slot.
-On resolution every slot updates its source's arm (reward 0 if nothing happened) and becomes one
-decision-log line (see `streamrec.offpolicy.LoggedDecision`). Pending lists are bounded in number
-and are part of the checkpoint.
+This module decides; `rewards.py` keeps the books (which list a click answers, when a list
+resolves, what each slot earned) and calls `SlotPolicy.update` with the outcome.
 """
 
 from __future__ import annotations
@@ -27,7 +23,6 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -174,81 +169,3 @@ def _linucb_index(p: bandit.LinUCBDisjoint, arm: str, context: dict[str, float])
         return math.inf
     dist = model.predict_one(context, with_dist=True)
     return float(dist.mu + dist.sigma)
-
-
-@dataclass
-class PendingList:
-    rec_id: str
-    user_id: str
-    generated_at: float  # event time (seconds) of the newest event learned when it was made
-    items: list[str]
-    sources: list[str]
-    propensities: list[float]
-    source_propensities: list[float]
-    context: dict[str, float] | None = None
-    rewards: list[float] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if not self.rewards:
-            self.rewards = [0.0] * len(self.items)
-
-
-@dataclass
-class Resolution:
-    """What became of one list: its slots' rewards; returned so the caller can log and count."""
-
-    pending: PendingList
-    expired: bool  # True: reward window passed; False: superseded or evicted
-
-
-class PendingRewards:
-    """Lists awaiting feedback, oldest first; bounded; joined to clicks and purchases."""
-
-    def __init__(self, window_s: float, max_pending: int) -> None:
-        self.window_s = window_s
-        self.max_pending = max_pending
-        self.by_rec_id: dict[str, PendingList] = {}
-        self.latest_by_user: dict[str, str] = {}
-
-    def __len__(self) -> int:
-        return len(self.by_rec_id)
-
-    def add(self, pending: PendingList) -> list[Resolution]:
-        """Track a new list; resolves the user's previous list and any overflow."""
-        done = []
-        previous = self.latest_by_user.get(pending.user_id)
-        if previous is not None and previous in self.by_rec_id:
-            done.append(Resolution(self._pop(previous), expired=False))
-        self.by_rec_id[pending.rec_id] = pending
-        self.latest_by_user[pending.user_id] = pending.rec_id
-        while len(self.by_rec_id) > self.max_pending:
-            done.append(Resolution(self._pop(next(iter(self.by_rec_id))), expired=True))
-        return done
-
-    def reward(self, user_id: str, item_id: str, rec_id: str | None, value: float) -> str | None:
-        """Credit `value` to the slot showing `item_id`; returns the credited source, if any."""
-        target = self.by_rec_id.get(rec_id) if rec_id else None
-        if target is None:
-            latest = self.latest_by_user.get(user_id)
-            target = self.by_rec_id.get(latest) if latest else None
-        if target is None or target.user_id != user_id or item_id not in target.items:
-            return None
-        slot = target.items.index(item_id)
-        target.rewards[slot] = max(target.rewards[slot], value)
-        return target.sources[slot]
-
-    def expire(self, now: float) -> list[Resolution]:
-        """Resolve lists whose reward window (event time) has passed."""
-        done = []
-        while self.by_rec_id:
-            oldest = next(iter(self.by_rec_id.values()))
-            if oldest.generated_at + self.window_s > now:
-                break
-            done.append(Resolution(self._pop(oldest.rec_id), expired=True))
-        return done
-
-    def _pop(self, rec_id: str) -> PendingList:
-        pending = self.by_rec_id.pop(rec_id)
-        if self.latest_by_user.get(pending.user_id) == rec_id:
-            del self.latest_by_user[pending.user_id]
-        return pending

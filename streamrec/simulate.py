@@ -1157,6 +1157,11 @@ def main(args: argparse.Namespace) -> int:
                 + b"\n"
             )
         return 1 if any(isinstance(r, PolicyFailure) for r in reports) else 0
+    if args.transport != "kafka" and (args.bootstrap_servers or args.no_consumer):
+        raise StreamrecError(
+            "--bootstrap-servers and --no-consumer only apply with --transport kafka "
+            "(in-process runs the pipeline here, without a broker)"
+        )
     report = simulate(
         settings,
         options,

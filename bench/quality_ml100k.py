@@ -4,7 +4,7 @@
 
 PATH is ML-100K `u.data` or an ml-latest `ratings.csv` (default: env STREAMREC_ML100K, else
 ../shared/data/ml-100k/u.data beside the checkout). The file is converted with
-`streamrec.movielens.convert` into two event logs, as `streamrec convert movielens` would:
+`streamrec.data.movielens.convert` into two event logs, as `streamrec convert movielens` would:
 
 - rating stream: every rating, `--as rating` → RMSE of the rating predicted before learning it;
 - click stream: ratings >= 4 (on 1-5 and on the half-star 0.5-5 scale alike), `--as click` →
@@ -33,8 +33,8 @@ from typing import Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+from streamrec.data.movielens import convert, read_ratings
 from streamrec.evaluate.replay import ReplayOptions, replay
-from streamrec.movielens import convert, read_ratings
 from streamrec.settings import ModelSettings
 
 DEFAULT_PATH = Path(

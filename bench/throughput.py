@@ -86,8 +86,8 @@ def bare_river(events: Events) -> Row:
 
 
 def _service_settings(bootstrap: str, topic: str, state_dir: Path, ranker: str) -> Any:
-    from streamrec.checkpoint_key import state_dir_key
     from streamrec.settings import KafkaSettings, ModelSettings, ServiceSettings, Settings
+    from streamrec.store.checkpoint_key import state_dir_key
 
     return Settings(
         model=ModelSettings(rating_model="biased_mf", ranker=ranker),
@@ -111,7 +111,7 @@ def _service_settings(bootstrap: str, topic: str, state_dir: Path, ranker: str) 
 def end_to_end(events: Events, bootstrap: str, ranker: str) -> Row:
     """`service.run` over the pre-produced events, `max_events` = all of them."""
     from streamrec.io.kafka_config import create_topics
-    from streamrec.metrics import Metrics
+    from streamrec.obs.metrics import Metrics
     from streamrec.service import Progress, run
 
     topic = fresh_topic("e2e")
@@ -225,10 +225,10 @@ def replay_in_process(events: Events, ranker: str) -> Row:
 
 def pipeline_in_memory(events: Events, ranker: str) -> Row:
     """`Pipeline.process` alone (metrics on, live quality sampled as in the service)."""
-    from streamrec.metrics import Metrics
-    from streamrec.pipeline import Pipeline
+    from streamrec.core.pipeline import Pipeline
+    from streamrec.io.file_source import from_values
+    from streamrec.obs.metrics import Metrics
     from streamrec.settings import ModelSettings, ServiceSettings
-    from streamrec.sources import from_values
 
     settings = ModelSettings(rating_model="biased_mf", ranker=ranker)
     batch_size = ServiceSettings().batch_size

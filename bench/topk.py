@@ -24,7 +24,7 @@ import numpy as np
 from bench.common import Row
 
 if TYPE_CHECKING:
-    from streamrec.model import RecommenderModel
+    from streamrec.core.model import RecommenderModel
 
 K = 10
 N_FACTORS = 32
@@ -46,8 +46,8 @@ def _stream(n_users: int, n_items: int, seed: int) -> list[tuple[int, int, float
 def _model(
     n_users: int, n_items: int, seed: int = 0
 ) -> tuple[RecommenderModel, list[tuple[int, int, float]]]:
-    from streamrec.events import RatingEvent
-    from streamrec.model import RecommenderModel
+    from streamrec.contract.events import RatingEvent
+    from streamrec.core.model import RecommenderModel
     from streamrec.settings import ModelSettings
 
     settings = ModelSettings(
@@ -92,7 +92,7 @@ def topk_rows(
     from river import reco
 
     from streamrec.bandit.policies import SlotPolicy
-    from streamrec.recommend import DENSE_BLOCK_USERS, _model_picks, recommend
+    from streamrec.core.recommend import DENSE_BLOCK_USERS, _model_picks, recommend
 
     rows: list[Row] = []
     smallest: Row | None = None

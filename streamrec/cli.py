@@ -26,7 +26,7 @@ def _scale(text: str) -> tuple[float, float]:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from streamrec.synthetic import generate_events, write_events
+    from streamrec.data.synthetic import generate_events, write_events
 
     n = write_events(
         args.out,
@@ -44,7 +44,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from streamrec.movielens import convert, read_ratings
+    from streamrec.data.movielens import convert, read_ratings
 
     if args.source != "movielens":
         raise StreamrecError(f"unknown source format {args.source!r}; supported: movielens")
@@ -64,7 +64,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_schemas(args: argparse.Namespace) -> int:
     import orjson
 
-    from streamrec.events import json_schemas
+    from streamrec.contract.events import json_schemas
 
     args.out.mkdir(parents=True, exist_ok=True)
     for name, schema in json_schemas().items():
@@ -120,7 +120,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from streamrec.broker import serve
+    from streamrec.io.embedded_broker import serve
 
     def ready(address: str) -> None:
         print(address, flush=True)
@@ -150,9 +150,9 @@ def cmd_produce(args: argparse.Namespace) -> int:
 def cmd_inspect_checkpoint(args: argparse.Namespace) -> int:
     import orjson
 
-    from streamrec.checkpoint import inspect
-    from streamrec.checkpoint_key import signing_key
     from streamrec.settings import load_settings
+    from streamrec.store.checkpoint import inspect
+    from streamrec.store.checkpoint_key import signing_key
 
     # The service's key, checked the same way: a checkpoint that does not verify against it is
     # not read, and nothing in one is unpickled unless it verifies.
@@ -255,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (_, text) in DELEGATED.items():  # listed here; parsed by their own modules
         sub.add_parser(name, help=text, add_help=False)
 
-    from streamrec import demo, simulate
+    from streamrec.sim import demo, simulate
 
     p = add("demo", demo.main, "the whole loop on an embedded broker: consumer + simulated users")
     demo.add_arguments(p)

@@ -18,7 +18,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if external:
         yield external
         return
-    from streamrec.broker import EmbeddedBroker
+    from streamrec.io.embedded_broker import EmbeddedBroker
 
     log_path = tmp_path_factory.mktemp("broker") / "tansu.log"
     with EmbeddedBroker(log_path=log_path) as broker:

@@ -13,7 +13,7 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from streamrec import service
 from streamrec.io.kafka_config import produce as kafka_produce
-from streamrec.metrics import Metrics
+from streamrec.obs.metrics import Metrics
 from streamrec.service import Progress
 from streamrec.settings import Settings
 

@@ -10,7 +10,7 @@ import pytest
 
 from streamrec.bandit.policies import ARMS, POLICIES, SlotPolicy
 from streamrec.bandit.rewards import PendingList, PendingRewards, RewardLoop
-from streamrec.recommend import Slot
+from streamrec.core.recommend import Slot
 
 
 @pytest.mark.parametrize("name", ["none", *POLICIES])

@@ -16,9 +16,8 @@ import pytest
 from ml100k import ml100k_path, needs_ml100k
 from river import optim, reco
 
-from streamrec.events import EVENT_ADAPTER
-from streamrec.learners import DenseBiasedMF, make_rating_model
-from streamrec.model import (
+from streamrec.contract.events import EVENT_ADAPTER
+from streamrec.core.model import (
     DecayedCounts,
     Histories,
     RecommenderModel,
@@ -26,6 +25,7 @@ from streamrec.model import (
     _appended,
     _position,
 )
+from streamrec.learners import DenseBiasedMF, make_rating_model
 from streamrec.settings import ModelSettings
 
 

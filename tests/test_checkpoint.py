@@ -8,13 +8,14 @@ from typing import Any
 
 import pytest
 
-from streamrec import checkpoint
-from streamrec.checkpoint import CheckpointStore
+from streamrec.contract.records import Record
+from streamrec.core.pipeline import Pipeline
+from streamrec.data.synthetic import generate_events
 from streamrec.errors import CheckpointError, ConfigError
-from streamrec.pipeline import Pipeline, Record
 from streamrec.service import ServiceState
 from streamrec.settings import ModelSettings
-from streamrec.synthetic import generate_events
+from streamrec.store import checkpoint
+from streamrec.store.checkpoint import CheckpointStore
 
 KEY = "test-key"
 UNPICKLED: list[str] = []

@@ -20,10 +20,17 @@ from typing import Any
 import orjson
 import pytest
 
-from streamrec import checkpoint, restricted_pickle
-from streamrec.broker import free_port
-from streamrec.checkpoint import CheckpointMeta, CheckpointStore
-from streamrec.checkpoint_key import (
+from streamrec.cli import main as cli_main
+from streamrec.contract.records import Record
+from streamrec.core.pipeline import Pipeline
+from streamrec.errors import CheckpointError, ConfigError
+from streamrec.io.embedded_broker import free_port
+from streamrec.service import ServiceState
+from streamrec.settings import ModelSettings, ServiceSettings
+from streamrec.sim.simulate import InProcessLoop, SimulationOptions, Users, run_loop
+from streamrec.store import checkpoint, restricted_pickle
+from streamrec.store.checkpoint import CheckpointMeta, CheckpointStore
+from streamrec.store.checkpoint_key import (
     KEY_ENV,
     KEY_FILE_ENV,
     MIN_KEY_BYTES,
@@ -32,12 +39,6 @@ from streamrec.checkpoint_key import (
     signing_key,
     state_dir_key,
 )
-from streamrec.cli import main as cli_main
-from streamrec.errors import CheckpointError, ConfigError
-from streamrec.pipeline import Pipeline, Record
-from streamrec.service import ServiceState
-from streamrec.settings import ModelSettings, ServiceSettings
-from streamrec.simulate import InProcessLoop, SimulationOptions, Users, run_loop
 
 OLD_DEFAULTS = sorted(key.decode() for key in PUBLIC_KEYS)
 PROPER_KEY = "d1c7a0f3b5e2" * 4  # 48 bytes, as an operator would set one
@@ -416,7 +417,7 @@ def test_an_open_state_dir_is_tightened_with_one_warning(
     old.write_bytes(b"old")
     old.chmod(0o644)
 
-    with caplog.at_level(logging.WARNING, logger="streamrec.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="streamrec.store.checkpoint"):
         CheckpointStore(state, PROPER_KEY)
         CheckpointStore(state, PROPER_KEY)  # already private: nothing more to say
 

@@ -15,8 +15,15 @@ from contract_corpus import CORPUS, NOW, Case
 from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
-from streamrec.events import ClickEvent, PurchaseEvent, RatingEvent, decode_event, json_schemas
-from streamrec.preprocess import DeadLetter, Preprocessor, Record
+from streamrec.contract.events import (
+    ClickEvent,
+    PurchaseEvent,
+    RatingEvent,
+    decode_event,
+    json_schemas,
+)
+from streamrec.contract.records import DeadLetter, Record
+from streamrec.core.preprocess import Preprocessor
 from streamrec.settings import ModelSettings
 
 SCHEMA = json_schemas()["event.schema.json"]

@@ -32,7 +32,7 @@ from deploy_files import (
     which,
 )
 
-from streamrec.metrics import Metrics
+from streamrec.obs.metrics import Metrics
 
 needs_promtool = pytest.mark.skipif(
     which("promtool") is None, reason="promtool missing: apt-get install prometheus"

@@ -11,8 +11,14 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from streamrec.events import ClickEvent, PurchaseEvent, RatingEvent, decode_event, json_schemas
-from streamrec.timestamps import parse_rfc3339
+from streamrec.contract.events import (
+    ClickEvent,
+    PurchaseEvent,
+    RatingEvent,
+    decode_event,
+    json_schemas,
+)
+from streamrec.contract.timestamps import parse_rfc3339
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 

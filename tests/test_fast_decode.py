@@ -17,8 +17,8 @@ import pytest
 from contract_corpus import CORPUS as CONTRACT_CORPUS
 from pydantic import ValidationError
 
-from streamrec import events
-from streamrec.events import (
+from streamrec.contract import events
+from streamrec.contract.events import (
     EVENT_ADAPTER,
     MAX_CONTEXT_FIELDS,
     MAX_ID_LENGTH,
@@ -29,7 +29,7 @@ from streamrec.events import (
     RatingEvent,
     decode_event,
 )
-from streamrec.timestamps import END_EPOCH_MS, MIN_EPOCH_MS
+from streamrec.contract.timestamps import END_EPOCH_MS, MIN_EPOCH_MS
 
 Outcome = tuple[Any, ...]
 

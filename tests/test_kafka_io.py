@@ -13,11 +13,11 @@ import orjson
 import pytest
 from kafka_helpers import headers_of, make_events, read_topic
 
-from streamrec.events import Recommendation, RecommendedItem, decode_recommendation
+from streamrec.contract.events import Recommendation, RecommendedItem, decode_recommendation
+from streamrec.contract.records import DeadLetter, Record
 from streamrec.io.kafka_config import consumer_config, create_topics, producer_config
 from streamrec.io.kafka_sink import KafkaSink
 from streamrec.io.produce_file import produce_file
-from streamrec.preprocess import DeadLetter, Record
 from streamrec.settings import KafkaSettings
 
 pytestmark = pytest.mark.kafka
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.kafka
 
 def test_broker_module_prints_its_address_and_exits_0_on_sigterm(tmp_path: Path) -> None:
     with subprocess.Popen(
-        [sys.executable, "-m", "streamrec.broker"], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "streamrec.io.embedded_broker"], stdout=subprocess.PIPE, text=True
     ) as process:
         try:
             assert process.stdout is not None
@@ -147,7 +147,7 @@ def test_dead_letters_keep_the_original_bytes_and_carry_error_headers(
 
 
 def test_undeliverable_messages_are_counted_as_lost_for_the_service_to_replay() -> None:
-    from streamrec.broker import free_port
+    from streamrec.io.embedded_broker import free_port
 
     nowhere = f"127.0.0.1:{free_port()}"  # nothing listens there
     config = producer_config(
@@ -166,7 +166,7 @@ def test_a_record_too_large_for_kafka_is_dead_lettered_truncated_with_its_digest
 ) -> None:
     import hashlib
 
-    from streamrec.preprocess import MAX_RECORD_BYTES
+    from streamrec.core.preprocess import MAX_RECORD_BYTES
 
     dlq_topic = unique_topic("dlq")
     sink = KafkaSink(
@@ -194,7 +194,7 @@ def test_outputs_kafka_refuses_are_skipped_and_counted_never_raised(
     recommendation is skipped; both are counted by kind, and nothing raises."""
     from prometheus_client import CollectorRegistry
 
-    from streamrec.metrics import Metrics
+    from streamrec.obs.metrics import Metrics
 
     recs_topic, dlq_topic = unique_topic("recs"), unique_topic("dlq")
     registry = CollectorRegistry()

@@ -37,14 +37,14 @@ from kafka_helpers import (
 )
 from prometheus_client import CollectorRegistry
 
-from streamrec import checkpoint, service
-from streamrec.broker import EmbeddedBroker, free_port, wait_for_port
+from streamrec import service
+from streamrec.contract.records import MAX_RECORD_BYTES, Record
+from streamrec.core.pipeline import Pipeline
+from streamrec.io.embedded_broker import EmbeddedBroker, free_port, wait_for_port
 from streamrec.io.kafka_config import create_topics
 from streamrec.io.kafka_sink import KafkaSink
 from streamrec.io.kafka_source import LogResetError
-from streamrec.metrics import Metrics
-from streamrec.pipeline import Pipeline
-from streamrec.preprocess import MAX_RECORD_BYTES, Record
+from streamrec.obs.metrics import Metrics
 from streamrec.service import loop
 from streamrec.service.loop import start_metrics_server
 from streamrec.settings import (
@@ -54,6 +54,7 @@ from streamrec.settings import (
     Settings,
     load_settings,
 )
+from streamrec.store import checkpoint
 
 pytestmark = pytest.mark.kafka
 

@@ -32,15 +32,17 @@ from kafka_helpers import (
     wait_for,
 )
 
-from streamrec import checkpoint, service
+from streamrec import service
+from streamrec.contract.records import MAX_RECORD_BYTES, Record
+from streamrec.core.pipeline import Pipeline
+from streamrec.core.preprocess import Preprocessor
 from streamrec.errors import CheckpointError
 from streamrec.io import kafka_source
 from streamrec.io.kafka_config import create_topics
 from streamrec.io.kafka_sink import KafkaSink
 from streamrec.io.produce_file import produce_file
-from streamrec.pipeline import Pipeline
-from streamrec.preprocess import MAX_RECORD_BYTES, Preprocessor, Record
 from streamrec.settings import KafkaSettings, ServiceSettings, Settings, load_settings
+from streamrec.store import checkpoint
 
 pytestmark = pytest.mark.kafka
 
@@ -438,7 +440,7 @@ def test_outputs_lost_at_a_commit_point_roll_the_model_back_and_nothing_is_commi
     the failure ends (the replayed events counted as relearned)."""
     from prometheus_client import CollectorRegistry
 
-    from streamrec.metrics import Metrics
+    from streamrec.obs.metrics import Metrics
     from streamrec.service.state import ModelState
     from streamrec.service.worker import Worker
 
@@ -535,8 +537,8 @@ def test_metrics_and_readiness_follow_the_consumer(
 
     from prometheus_client import CollectorRegistry
 
-    from streamrec.broker import free_port
-    from streamrec.metrics import Metrics
+    from streamrec.io.embedded_broker import free_port
+    from streamrec.obs.metrics import Metrics
 
     total = 1_000
     topic = event_topic(kafka_bootstrap, unique_topic)

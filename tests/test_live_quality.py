@@ -7,11 +7,11 @@ from typing import Any
 import orjson
 from prometheus_client import CollectorRegistry
 
+from streamrec.contract.events import RatingEvent
+from streamrec.contract.records import Record
+from streamrec.core.pipeline import Pipeline
 from streamrec.evaluate.prequential import LiveQuality
-from streamrec.events import RatingEvent
-from streamrec.metrics import Metrics
-from streamrec.pipeline import Pipeline
-from streamrec.preprocess import Record
+from streamrec.obs.metrics import Metrics
 from streamrec.settings import ModelSettings
 
 

@@ -18,10 +18,10 @@ import pytest
 from river import optim, reco
 
 import streamrec.learners.dense_table as dense_table
-from streamrec.events import EVENT_ADAPTER
+from streamrec.contract.events import EVENT_ADAPTER
+from streamrec.core.model import Histories, RecommenderModel
 from streamrec.learners import DenseBiasedMF
 from streamrec.learners.dense_table import DenseTable
-from streamrec.model import Histories, RecommenderModel
 from streamrec.settings import ModelSettings
 
 

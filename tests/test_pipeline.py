@@ -9,13 +9,13 @@ import orjson
 import pytest
 
 from streamrec.bandit.policies import SlotPolicy
+from streamrec.contract.records import Record
+from streamrec.core.pipeline import Pipeline
+from streamrec.core.recommend import popular_order, top_items
+from streamrec.data.synthetic import generate_events
 from streamrec.evaluate.prequential import PrequentialEvaluator
-from streamrec.pipeline import Pipeline
-from streamrec.preprocess import Record
-from streamrec.recommend import popular_order, top_items
+from streamrec.io.file_source import from_values
 from streamrec.settings import ModelSettings
-from streamrec.sources import from_values
-from streamrec.synthetic import generate_events
 
 FAST = ModelSettings(rating_model="biased_mf")
 
@@ -180,7 +180,7 @@ def test_state_from_another_format_is_refused_up_front() -> None:
 def test_a_click_on_a_list_rewards_its_source_in_metrics_and_decision_log() -> None:
     from prometheus_client import CollectorRegistry
 
-    from streamrec.metrics import Metrics
+    from streamrec.obs.metrics import Metrics
 
     registry = CollectorRegistry()
     pipeline = Pipeline(FAST, metrics=Metrics(registry), decision_log=True)

@@ -7,7 +7,8 @@ import math
 import orjson
 import pytest
 
-from streamrec.preprocess import DeadLetter, Preprocessor, Record
+from streamrec.contract.records import DeadLetter, Record
+from streamrec.core.preprocess import Preprocessor
 from streamrec.settings import ModelSettings
 
 NOW = 1_767_225_600.0

@@ -45,7 +45,7 @@ from deploy_files import (
     which,
 )
 
-from streamrec.metrics import DEAD_LETTER_REASONS, STAGES, Metrics, serve
+from streamrec.obs.metrics import DEAD_LETTER_REASONS, STAGES, Metrics, serve
 
 pytestmark = [
     pytest.mark.slow,

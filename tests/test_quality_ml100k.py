@@ -12,8 +12,8 @@ from pathlib import Path
 
 from ml100k import ml100k_path, needs_ml100k
 
+from streamrec.data.movielens import convert
 from streamrec.evaluate.replay import ReplayOptions, replay
-from streamrec.movielens import convert
 from streamrec.settings import ModelSettings
 
 

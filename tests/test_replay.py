@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from streamrec.cli import main
-from streamrec.events import decode_recommendation
+from streamrec.contract.events import decode_recommendation
 
 REPORT_KEYS = {
     "events",

@@ -19,10 +19,10 @@ import numpy.typing as npt
 import pytest
 from ml100k import ml100k_path, needs_ml100k
 
+from streamrec.core.model import _append_bounded
+from streamrec.data.movielens import read_ratings
 from streamrec.learners import SequenceItemKNN
 from streamrec.learners.sequence_knn import _REBASE_AT, _strongest
-from streamrec.model import _append_bounded
-from streamrec.movielens import read_ratings
 
 IntArray = npt.NDArray[np.int64]
 

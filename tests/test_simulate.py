@@ -14,16 +14,16 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streamrec import checkpoint
-from streamrec.checkpoint_key import STATE_DIR_KEY, state_dir_key
 from streamrec.settings import KafkaSettings, ModelSettings, ServiceSettings, Settings
-from streamrec.simulate import (
+from streamrec.sim.simulate import (
     SIMULATION_MODEL_DEFAULTS,
     SimulationOptions,
     SimulationReport,
     simulate,
     write_report,
 )
+from streamrec.store import checkpoint
+from streamrec.store.checkpoint_key import STATE_DIR_KEY, state_dir_key
 
 
 def sim_settings(**model: object) -> Settings:
@@ -168,7 +168,7 @@ def test_demo_runs_against_a_broker_and_reports_the_consumers_metrics(
 
     from rich.console import Console
 
-    from streamrec.demo import run_demo
+    from streamrec.sim.demo import run_demo
 
     events, recs, dlq = unique_topic("events"), unique_topic("recs"), unique_topic("dlq")
     settings = Settings(

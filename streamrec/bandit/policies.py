@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from river import bandit, proba
 
-from streamrec.events import Source
+from streamrec.contract.events import Source
 
 ARMS: tuple[Source, ...] = ("model", "popular", "new")
 

@@ -111,7 +111,7 @@ class PendingRewards:
 
 
 class ShownSlot(Protocol):
-    """What the books need of one shown slot (`streamrec.recommend.Slot` is one)."""
+    """What the books need of one shown slot (`streamrec.core.recommend.Slot` is one)."""
 
     @property
     def source(self) -> str: ...
@@ -122,7 +122,7 @@ class ShownSlot(Protocol):
 
 
 class FeedbackEvent(Protocol):
-    """What the join needs of a click or purchase (`streamrec.events` models are ones)."""
+    """What the join needs of a click or purchase (`streamrec.contract.events` models are ones)."""
 
     @property
     def type(self) -> str: ...

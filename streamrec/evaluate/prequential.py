@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from streamrec.events import AnyEvent, RatingEvent
+from streamrec.contract.events import AnyEvent, RatingEvent
+from streamrec.core.model import RecommenderModel
+from streamrec.core.recommend import popular_order, top_items
 from streamrec.learners.base import IntArray
-from streamrec.model import RecommenderModel
-from streamrec.recommend import popular_order, top_items
 
 if TYPE_CHECKING:
-    from streamrec.metrics import Metrics
+    from streamrec.obs.metrics import Metrics
 
 
 class PopularCache:

@@ -16,11 +16,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from streamrec.core.pipeline import Pipeline
 from streamrec.evaluate.prequential import PrequentialEvaluator
-from streamrec.pipeline import Pipeline
+from streamrec.io.file_sink import JsonlSink
+from streamrec.io.file_source import read_jsonl
 from streamrec.settings import ModelSettings
-from streamrec.sinks import JsonlSink
-from streamrec.sources import read_jsonl
 
 
 @dataclass(frozen=True)

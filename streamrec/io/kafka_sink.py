@@ -27,10 +27,10 @@ from typing import Any, cast
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from streamrec.events import Recommendation, encode_recommendation
+from streamrec.contract.events import Recommendation, encode_recommendation
+from streamrec.contract.records import MAX_RECORD_BYTES, DeadLetter
 from streamrec.io.broker_watch import BrokerWatch
 from streamrec.io.kafka_config import produce
-from streamrec.preprocess import MAX_RECORD_BYTES, DeadLetter
 
 log = logging.getLogger(__name__)
 

@@ -42,10 +42,10 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
+from streamrec.contract.records import Record
 from streamrec.errors import StreamrecError
 from streamrec.io.broker_watch import BrokerWatch
 from streamrec.io.kafka_config import KafkaLog, consumer_config, initial_offset
-from streamrec.preprocess import Record
 from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)

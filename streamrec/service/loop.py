@@ -38,15 +38,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 
-from streamrec.checkpoint import CheckpointStore
-from streamrec.checkpoint_key import signing_key
 from streamrec.errors import StreamrecError
-from streamrec.metrics import Metrics, MetricsServer
-from streamrec.metrics import serve as serve_metrics
+from streamrec.obs.metrics import Metrics, MetricsServer
+from streamrec.obs.metrics import serve as serve_metrics
 from streamrec.service.commit import Outcome
 from streamrec.service.state import Progress, RunSummary
 from streamrec.service.worker import Worker
 from streamrec.settings import ServiceSettings, Settings
+from streamrec.store.checkpoint import CheckpointStore
+from streamrec.store.checkpoint_key import signing_key
 
 log = logging.getLogger(__name__)
 

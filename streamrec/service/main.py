@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from streamrec.metrics import configure_logging
+    from streamrec.obs.metrics import configure_logging
     from streamrec.settings import load_settings
 
     args = _parser().parse_args(argv)

@@ -18,10 +18,11 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING
 
-from streamrec.checkpoint import Checkpoint, CheckpointMeta, CheckpointStore
+from streamrec.contract.records import Record
+from streamrec.core.pipeline import Pipeline
 from streamrec.io.kafka_source import TP, fmt_offsets
-from streamrec.pipeline import Pipeline, Record
 from streamrec.settings import Settings
+from streamrec.store.checkpoint import Checkpoint, CheckpointMeta, CheckpointStore
 
 log = logging.getLogger(__name__)
 

@@ -28,15 +28,16 @@ from typing import Any
 
 import numpy as np
 
-from streamrec.checkpoint import CheckpointStore
+from streamrec.contract.records import Record
+from streamrec.core.pipeline import BatchResult
 from streamrec.io.broker_watch import BrokerWatch
 from streamrec.io.kafka_config import producer_config
 from streamrec.io.kafka_sink import KafkaSink
 from streamrec.io.kafka_source import TP, KafkaSource
-from streamrec.pipeline import BatchResult, Record
 from streamrec.service.commit import Committer, Outcome
 from streamrec.service.state import ModelState, Progress
 from streamrec.settings import Settings
+from streamrec.store.checkpoint import CheckpointStore
 
 log = logging.getLogger(__name__)
 

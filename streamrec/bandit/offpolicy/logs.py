@@ -52,8 +52,8 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from streamrec.contract.events import Id, Source
 from streamrec.errors import StreamrecError
-from streamrec.events import Id, Source
 
 __all__ = [
     "SOURCES",

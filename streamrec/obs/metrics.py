@@ -65,7 +65,7 @@ DEAD_LETTER_REASONS = (
     "timestamp_in_future",
     "timestamp_too_old",
 )
-"""The reasons `streamrec.preprocess` gives, pre-created at zero so `rate()` works before the
+"""The reasons `streamrec.core.preprocess` gives, pre-created at zero so `rate()` works before the
 first bad record. The label may take other values, but each must come from a fixed set in code,
 never from the input.
 """

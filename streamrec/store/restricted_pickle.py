@@ -12,8 +12,8 @@ Why exact pairs and not "any class under `streamrec.` or `river.`": constructing
 `__init__` with arguments the file chooses, and some classes do real things there. A
 `streamrec.io.kafka_sink.KafkaSink` builds a librdkafka producer from a config dict, and
 librdkafka's `plugin.library.paths` loads a shared library, which someone who can write into the
-state dir can also write; `streamrec.simulate.ServiceProcess` starts a process. Exact pairs allow
-none of that. Every name allowed here is safe to call with any arguments: data classes, River
+state dir can also write; `streamrec.sim.simulate.ServiceProcess` starts a process. Exact pairs
+allow none of that. Every name allowed here is safe to call with any arguments: data classes, River
 estimators and optimizers, numpy's array/RNG reconstructors. numpy refuses object arrays from raw
 bytes.
 
@@ -82,11 +82,11 @@ GLOBALS: frozenset[tuple[str, str]] = frozenset(
         ("streamrec.learners.river_readonly", "ReadOnlyRiver"),
         ("streamrec.learners.sequence_knn", "SequenceItemKNN"),
         ("streamrec.learners.svdpp", "SVDPlusPlus"),
-        ("streamrec.model", "DecayedCounts"),
-        ("streamrec.model", "Histories"),
-        ("streamrec.model", "RecommenderModel"),
-        ("streamrec.pipeline", "PipelineState"),
-        ("streamrec.preprocess", "Preprocessor"),
+        ("streamrec.core.model", "DecayedCounts"),
+        ("streamrec.core.model", "Histories"),
+        ("streamrec.core.model", "RecommenderModel"),
+        ("streamrec.core.pipeline", "PipelineState"),
+        ("streamrec.core.preprocess", "Preprocessor"),
         ("streamrec.service.state", "ServiceState"),
         ("streamrec.settings", "ModelSettings"),
     }

@@ -9,40 +9,14 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from streamrec.events import AnyEvent, RatingEvent, decode_event
+from streamrec.contract.events import AnyEvent, RatingEvent, decode_event
+from streamrec.contract.records import MAX_RECORD_BYTES, DeadLetter, Record
 from streamrec.settings import ModelSettings
 
-MAX_RECORD_BYTES = 64 * 1024
-"""A single event is a few hundred bytes; anything this large is a bug or abuse."""
-
 MISSING_KEY = "record has no key; key events by user_id"
-
-
-@dataclass(slots=True)
-class Record:
-    """One raw message, whatever it came from (Kafka, a file line, a list in a test).
-
-    Treat it as read-only. It is not a frozen dataclass because one is built per consumed message,
-    and frozen ones cost about three times as much to build.
-    """
-
-    value: bytes | None
-    key: bytes | None = None
-    topic: str = ""
-    partition: int = 0
-    offset: int = 0
-    timestamp_ms: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    record: Record
-    reason: str
-    error: str
 
 
 def _describe(exc: ValidationError) -> tuple[str, str]:

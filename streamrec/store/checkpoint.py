@@ -58,8 +58,8 @@ from typing import Any
 
 import orjson
 
-from streamrec import restricted_pickle
 from streamrec.errors import CheckpointError, ConfigError
+from streamrec.store import restricted_pickle
 
 log = logging.getLogger(__name__)
 

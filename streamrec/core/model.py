@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from streamrec.events import AnyEvent, RatingEvent
+from streamrec.contract.events import AnyEvent, RatingEvent
 from streamrec.learners import make_ranker, make_rating_model
 from streamrec.learners.base import IntArray, ItemRanker, RatingModel
 from streamrec.learners.mf_ranker import MFRanker

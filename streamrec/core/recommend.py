@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamrec.bandit.policies import ARMS, SlotPolicy
-from streamrec.events import Source
+from streamrec.contract.events import Source
+from streamrec.core.model import RecommenderModel
 from streamrec.learners.base import FloatArray, IntArray
-from streamrec.model import RecommenderModel
 
 DENSE_BLOCK_USERS = 256
 """Users scored per matrix product: bounds the temporary (users × items) score block."""

@@ -9,8 +9,8 @@ from typing import IO, Any
 
 import orjson
 
-from streamrec.events import Recommendation, encode_recommendation
-from streamrec.preprocess import DeadLetter
+from streamrec.contract.events import Recommendation, encode_recommendation
+from streamrec.contract.records import DeadLetter
 
 
 def dead_letter_json(dead: DeadLetter) -> bytes:

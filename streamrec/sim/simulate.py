@@ -53,11 +53,12 @@ from rich.progress import Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from streamrec.bandit.policies import POLICIES
-from streamrec.checkpoint_key import KEY_ENV, KEY_FILE_ENV, state_dir_key
+from streamrec.contract.records import Record
+from streamrec.core.pipeline import Pipeline
+from streamrec.data.synthetic import START_TIME_S, TasteWorld
 from streamrec.errors import StreamrecError
-from streamrec.pipeline import Pipeline, Record
 from streamrec.settings import ModelSettings, Settings
-from streamrec.synthetic import START_TIME_S, TasteWorld
+from streamrec.store.checkpoint_key import KEY_ENV, KEY_FILE_ENV, state_dir_key
 
 log = logging.getLogger(__name__)
 
@@ -828,7 +829,7 @@ def kafka_loop(
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="streamrec-")))
         if bootstrap_servers is None:
-            from streamrec.broker import EmbeddedBroker
+            from streamrec.io.embedded_broker import EmbeddedBroker
 
             broker = stack.enter_context(EmbeddedBroker(log_path=workdir / "broker.log"))
             bootstrap_servers = broker.bootstrap_servers

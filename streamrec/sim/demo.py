@@ -2,7 +2,7 @@
 
 It runs the whole deployed path on one machine: an embedded Kafka-protocol broker, the streamrec
 consumer as its own process (`python -m streamrec.service`, exactly what `streamrec run` runs,
-serving Prometheus metrics), and the closed-loop simulator (`streamrec.simulate`) producing the
+serving Prometheus metrics), and the closed-loop simulator (`streamrec.sim.simulate`) producing the
 events of users with hidden tastes and reading the lists streamrec publishes back. The live line
 shows streamrec's click-through rate next to what the best possible, a random and a popularity
 list would earn for the same users at the same moments, so learning is something you can see.
@@ -25,9 +25,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from streamrec.checkpoint_key import STATE_DIR_KEY
 from streamrec.settings import Settings
-from streamrec.simulate import (
+from streamrec.sim.simulate import (
     SIMULATION_MODEL_DEFAULTS,
     ServiceProcess,
     SimulationOptions,
@@ -37,6 +36,7 @@ from streamrec.simulate import (
     summary_table,
     write_report,
 )
+from streamrec.store.checkpoint_key import STATE_DIR_KEY
 
 DEMO_EVENTS = 30_000
 """About a minute on two cores, including broker start and the consumer joining its group
@@ -54,7 +54,7 @@ METRICS_SHOWN = (
 
 def demo_settings(base: Settings | None = None) -> Settings:
     """The simulator's model defaults and metrics on a free local port."""
-    from streamrec.broker import free_port
+    from streamrec.io.embedded_broker import free_port
 
     base = base or Settings()
     model = base.model.model_copy(update=SIMULATION_MODEL_DEFAULTS)

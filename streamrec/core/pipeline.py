@@ -25,16 +25,17 @@ from typing import TYPE_CHECKING, Any
 
 from streamrec.bandit.policies import SlotPolicy
 from streamrec.bandit.rewards import Feedback, PendingRewards, RewardLoop
+from streamrec.contract.events import AnyEvent, RatingEvent, Recommendation, RecommendedItem
+from streamrec.contract.records import DeadLetter, Record
+from streamrec.core.model import RecommenderModel
+from streamrec.core.preprocess import Preprocessor
+from streamrec.core.recommend import recommend, slot_context
 from streamrec.errors import CheckpointError
 from streamrec.evaluate.prequential import LiveQuality
-from streamrec.events import AnyEvent, RatingEvent, Recommendation, RecommendedItem
-from streamrec.model import RecommenderModel
-from streamrec.preprocess import DeadLetter, Preprocessor, Record
-from streamrec.recommend import recommend, slot_context
 from streamrec.settings import ModelSettings
 
 if TYPE_CHECKING:
-    from streamrec.metrics import Metrics
+    from streamrec.obs.metrics import Metrics
 
 __all__ = ["BatchResult", "DeadLetter", "Pipeline", "PipelineState", "Record"]
 
@@ -55,12 +56,12 @@ class BatchResult:
     decisions: list[dict[str, Any]] = field(default_factory=list)
 
 
-STATE_FORMAT = 5
+STATE_FORMAT = 6
 """Bump when the pickled layout of the model, a learner or the bandit state changes: unpickling
 does not run `__init__`, so an object from an older layout would miss attributes and fail later,
 mid-stream. A mismatch is refused up front instead. Moving a pickled class to another module
 changes the layout too (a pickle names each class by module path): 5 is the learners/, bandit/
-and evaluate/ packages of issue 17."""
+and evaluate/ packages, 6 the core/ package (model, pipeline, preprocess) of issue 17."""
 
 
 @dataclass

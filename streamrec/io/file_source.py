@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from streamrec.contract.records import Record
 from streamrec.errors import StreamrecError
-from streamrec.preprocess import Record
 
 
 def read_jsonl(path: Path, batch_size: int = 1000) -> Iterator[list[Record]]:

@@ -216,7 +216,7 @@ def serve(
 
 
 def main() -> None:
-    """`python -m streamrec.broker [PORT]`: for tests and scripts that need no CLI."""
+    """`python -m streamrec.io.embedded_broker [PORT]`: for tests and scripts that need no CLI."""
     import sys
 
     port = int(sys.argv[1]) if len(sys.argv) > 1 else None

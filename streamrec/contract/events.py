@@ -22,7 +22,7 @@ from pydantic import (
     TypeAdapter,
 )
 
-from streamrec.timestamps import END_EPOCH_MS, MIN_EPOCH_MS, Timestamp
+from streamrec.contract.timestamps import END_EPOCH_MS, MIN_EPOCH_MS, Timestamp
 
 MAX_ID_LENGTH = 256
 """Ids longer than this are rejected: they are either bugs or attacks, and they bloat the model."""

@@ -13,6 +13,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 from streamrec.errors import StreamrecError  # noqa: E402
+from streamrec.flags import add_setting_flags  # noqa: E402
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -80,16 +81,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from streamrec.evaluate.replay import ReplayOptions, replay, summary_table, write_report
-    from streamrec.settings import load_settings
+    from streamrec.flags import settings_from_args
 
-    model_overrides: dict[str, object] = {}
-    if args.rating_scale:
-        model_overrides["rating_min"], model_overrides["rating_max"] = args.rating_scale
-    if args.rating_model:
-        model_overrides["rating_model"] = args.rating_model
-    if args.ranker:
-        model_overrides["ranker"] = args.ranker
-    settings = load_settings(args.config, model=model_overrides)
+    scale = dict(zip(("rating_min", "rating_max"), args.rating_scale or (), strict=False))
+    settings = settings_from_args(args, model=scale)
     if not args.input.is_file():
         raise StreamrecError(f"event log {args.input} does not exist")
     options = ReplayOptions(
@@ -130,15 +125,14 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
+    from streamrec.flags import settings_from_args
     from streamrec.io.produce_file import produce_file
-    from streamrec.settings import load_settings
 
-    # Unset flags fall back to the settings, so STREAMREC_KAFKA__* are their environment twins.
-    kafka = load_settings(args.config).kafka
+    kafka = settings_from_args(args).kafka
     topic = args.topic or kafka.topics[0]
     n = produce_file(
         args.input,
-        args.bootstrap_servers or kafka.bootstrap_servers,
+        kafka.bootstrap_servers,
         topic,
         args.rate,
         producer_options=dict(kafka.producer),
@@ -150,31 +144,19 @@ def cmd_produce(args: argparse.Namespace) -> int:
 def cmd_inspect_checkpoint(args: argparse.Namespace) -> int:
     import orjson
 
-    from streamrec.settings import load_settings
+    from streamrec.flags import settings_from_args
     from streamrec.store.checkpoint import inspect
     from streamrec.store.checkpoint_key import signing_key
 
     # The service's key, checked the same way: a checkpoint that does not verify against it is
     # not read, and nothing in one is unpickled unless it verifies.
-    info = inspect(args.state_dir, signing_key(load_settings(args.config).service))
+    info = inspect(args.state_dir, signing_key(settings_from_args(args).service))
     if args.json:
         print(orjson.dumps(info, option=orjson.OPT_INDENT_2).decode())
     else:
         for name, value in info.items():
             print(f"{name:>16}: {value}")
     return 0
-
-
-def _run_service(argv: list[str]) -> int:
-    from streamrec.service import main as service_main
-
-    return service_main(argv)
-
-
-def _evaluate_policy(argv: list[str]) -> int:
-    from streamrec.bandit.offpolicy.cli import run_cli
-
-    return run_cli(argv)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -225,8 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=5_000, help="events per report series point")
     p.add_argument("--batch-size", type=int, default=1_000)
     p.add_argument("--rating-scale", type=_scale, help="MIN:MAX of valid ratings (default 1:5)")
-    p.add_argument("--rating-model", help="'ensemble' (default, quality) or 'biased_mf' (speed)")
-    p.add_argument("--ranker", help="top-N ranker: 'knn' (default) or 'mf'")
+    add_setting_flags(p, "model.rating_model", "model.ranker")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
     p = add("broker", cmd_broker, "start the embedded Kafka-compatible broker (Tansu)")
@@ -235,9 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("produce", cmd_produce, "publish a JSONL event log to Kafka (key = user_id)")
     p.add_argument("input", type=Path)
-    p.add_argument(
-        "--bootstrap-servers", help="default: STREAMREC_KAFKA__BOOTSTRAP_SERVERS or 127.0.0.1:9092"
-    )
+    add_setting_flags(p, "kafka.bootstrap_servers")
     p.add_argument(
         "--topic", help="default: the first of STREAMREC_KAFKA__TOPICS (streamrec.events)"
     )
@@ -251,9 +230,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("state_dir", type=Path, help="state directory (or one checkpoint file)")
     p.add_argument("--json", action="store_true")
+    add_setting_flags(p)
 
-    for name, (_, text) in DELEGATED.items():  # listed here; parsed by their own modules
-        sub.add_parser(name, help=text, add_help=False)
+    from streamrec.bandit.offpolicy import cli as offpolicy
+    from streamrec.flags import settings_help
+    from streamrec.service import main as service  # the module, not service.main()
+
+    p = sub.add_parser(
+        "run",
+        help="run the Kafka consumer service: consume, learn, publish, checkpoint, commit",
+        description=service.DESCRIPTION,
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.set_defaults(handler=service.run_command)
+    service.add_arguments(p)
+
+    p = sub.add_parser(
+        "evaluate-policy",
+        help="off-policy estimates of a policy on a decision log",
+        description=offpolicy.DESCRIPTION,
+        epilog=offpolicy.POLICY_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.set_defaults(handler=offpolicy.main)
+    offpolicy.add_arguments(p)
 
     from streamrec.sim import demo, simulate
 
@@ -274,18 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-DELEGATED: dict[str, tuple[Callable[[list[str]], int], str]] = {
-    "run": (_run_service, "run the Kafka consumer service (see `streamrec run --help`)"),
-    "evaluate-policy": (_evaluate_policy, "off-policy estimates of a policy on a decision log"),
-}
-"""Subcommands with their own option parsers: they receive the rest of the command line."""
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv and argv[0] in DELEGATED:
-            return DELEGATED[argv[0]][0](argv[1:])
         args = build_parser().parse_args(argv)
         return int(args.handler(args))
     except StreamrecError as exc:

@@ -32,7 +32,7 @@ from kafka_helpers import (
     wait_for,
 )
 
-from streamrec import service
+from streamrec import cli, service
 from streamrec.contract.records import MAX_RECORD_BYTES, Record
 from streamrec.core.pipeline import Pipeline
 from streamrec.core.preprocess import Preprocessor
@@ -385,7 +385,7 @@ def test_a_tampered_checkpoint_stops_the_service_with_a_clear_error(
     ]
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("STREAMREC_SERVICE__CHECKPOINT_KEY", KEY)
-        assert service.main(argv) == 1
+        assert cli.main(["run", *argv]) == 1
 
 
 def test_a_checkpoint_that_cannot_be_written_commits_nothing_and_stops_the_service(

@@ -11,90 +11,67 @@ import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
-from pathlib import Path
 
 import orjson
 
 from streamrec.errors import StreamrecError
+from streamrec.flags import add_setting_flags, settings_from_args, settings_help
 from streamrec.service.loop import run
 from streamrec.service.state import Progress
-from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-# -- `python -m streamrec.service` -------------------------------------------------------------
+# -- `python -m streamrec.service` / `streamrec run` -------------------------------------------
+
+DESCRIPTION = (
+    "Run the streamrec Kafka consumer: consume, learn, publish recommendations, checkpoint, "
+    "commit. Flags override the config file, which overrides STREAMREC_* environment variables. "
+    "kafka.consumer / kafka.producer are passed to librdkafka untouched (SASL, SSL, any option)."
+)
 
 
-def settings_help() -> str:
-    """Every setting with its environment variable, default and description (for --help)."""
-    lines = [
-        "settings (environment variable, default: description); a --config file (JSON/TOML) "
-        "uses the same",
-        'sections and names, e.g. {"kafka": {"consumer": {"security.protocol": "SASL_SSL"}}}:',
-    ]
-    for section, field in Settings.model_fields.items():
-        model = field.annotation
-        for name, info in getattr(model, "model_fields", {}).items():
-            default = info.get_default(call_default_factory=True)
-            if name == "checkpoint_key":
-                default = "no default: required, unless CHECKPOINT_KEY_FILE is set"
-            described = f" {info.description}" if info.description else ""
-            lines.append(f"  STREAMREC_{section.upper()}__{name.upper()} ({default!s}):{described}")
-    return "\n".join(lines)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m streamrec.service",
-        description="Run the streamrec Kafka consumer (what `streamrec run` calls): consume, "
-        "learn, publish recommendations, checkpoint, commit. Flags override the config file, "
-        "which overrides STREAMREC_* environment variables. kafka.consumer / kafka.producer "
-        "are passed to librdkafka untouched (SASL, SSL, any option).",
-        epilog=settings_help(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `streamrec run` (and `python -m streamrec.service`)."""
+    add_setting_flags(
+        parser,
+        "kafka.bootstrap_servers",
+        "kafka.topics",
+        "kafka.group_id",
+        "service.state_dir",
+        "service.checkpoint_every_events",
+        "service.checkpoint_every_seconds",
+        "service.batch_size",
+        "service.metrics_port",
     )
-    parser.add_argument("--config", type=Path, help="settings file (JSON or TOML)")
-    parser.add_argument("--bootstrap-servers", help="Kafka bootstrap servers, HOST:PORT[,...]")
-    parser.add_argument("--topics", help="event topics, comma-separated")
-    parser.add_argument("--group-id", help="consumer group id")
-    parser.add_argument("--state-dir", type=Path, help="where checkpoints are kept")
     parser.add_argument("--max-events", type=int, help="stop after this many records")
     parser.add_argument(
         "--stop-when-idle", type=float, metavar="SECONDS", help="stop after this long idle"
     )
-    parser.add_argument("--checkpoint-every-events", type=int)
-    parser.add_argument("--checkpoint-every-seconds", type=float)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--metrics-port", type=int, help="0 disables /metrics, /healthz, /readyz")
     parser.add_argument(
         "--progress", action="store_true", help="print one JSON line of counters per batch"
     )
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from streamrec.obs.metrics import configure_logging
-    from streamrec.settings import load_settings
+    """`python -m streamrec.service [FLAGS]`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m streamrec.service",
+        description=DESCRIPTION,
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    return run_command(parser.parse_args(argv))
 
-    args = _parser().parse_args(argv)
+
+def run_command(args: argparse.Namespace) -> int:
+    """Settings from the flags, then `run()`; an operator's mistake is one line and exit 1."""
+    from streamrec.obs.metrics import configure_logging
+
     json_logs = False
     try:
-        settings = load_settings(
-            args.config,
-            kafka={
-                "bootstrap_servers": args.bootstrap_servers,
-                "topics": args.topics.split(",") if args.topics else None,
-                "group_id": args.group_id,
-            },
-            service={
-                "state_dir": args.state_dir,
-                "checkpoint_every_events": args.checkpoint_every_events,
-                "checkpoint_every_seconds": args.checkpoint_every_seconds,
-                "batch_size": args.batch_size,
-                "metrics_port": args.metrics_port,
-            },
-        )
+        settings = settings_from_args(args)
         configure_logging(settings.service.log_format, settings.service.log_level)
         json_logs = settings.service.log_format == "json"
 

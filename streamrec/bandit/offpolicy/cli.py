@@ -15,7 +15,7 @@ from streamrec.bandit.offpolicy.estimators import evaluate_policy
 from streamrec.bandit.offpolicy.logs import OffPolicyError
 from streamrec.bandit.offpolicy.targets import POLICY_HELP
 
-__all__ = ["print_report", "run_cli"]
+__all__ = ["add_arguments", "main", "print_report", "run_cli"]
 
 
 def print_report(report: dict[str, Any], console: Any = None) -> None:
@@ -48,13 +48,11 @@ def print_report(report: dict[str, Any], console: Any = None) -> None:
     )
 
 
-def run_cli(argv: Sequence[str]) -> int:
-    """`streamrec evaluate-policy LOG --policy SPEC [...]`; returns the exit code."""
-    parser = argparse.ArgumentParser(
-        prog="streamrec evaluate-policy",
-        description="Estimate a policy's value from a logged-decision file (off-policy).",
-        epilog=POLICY_HELP,
-    )
+DESCRIPTION = "Estimate a policy's value from a logged-decision file (off-policy)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `streamrec evaluate-policy` (it reads a log, not the service's settings)."""
     parser.add_argument("log", help="streamrec JSONL decision log or Open Bandit Dataset CSV")
     parser.add_argument("--policy", required=True, help="policy to evaluate (see below)")
     parser.add_argument("--format", default="auto", choices=["auto", "streamrec", "obd"])
@@ -63,7 +61,19 @@ def run_cli(argv: Sequence[str]) -> int:
     parser.add_argument("--clip", type=float, default=None, help="cap importance weights")
     parser.add_argument("--ci-level", type=float, default=0.95)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    args = parser.parse_args(list(argv))
+
+
+def run_cli(argv: Sequence[str]) -> int:
+    """`streamrec evaluate-policy LOG --policy SPEC [...]` from an argument list."""
+    parser = argparse.ArgumentParser(
+        prog="streamrec evaluate-policy", description=DESCRIPTION, epilog=POLICY_HELP
+    )
+    add_arguments(parser)
+    return main(parser.parse_args(list(argv)))
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the estimators on parsed flags; returns the exit code (2 on a bad log or policy)."""
     try:
         report = evaluate_policy(
             args.log,

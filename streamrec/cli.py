@@ -255,17 +255,18 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (_, text) in DELEGATED.items():  # listed here; parsed by their own modules
         sub.add_parser(name, help=text, add_help=False)
 
-    from streamrec.sim import demo, simulate
+    from streamrec.sim import cli as simulate_cli
+    from streamrec.sim import demo
 
     p = add("demo", demo.main, "the whole loop on an embedded broker: consumer + simulated users")
     demo.add_arguments(p)
 
     p = add(
         "simulate",
-        simulate.main,
+        simulate_cli.main,
         "closed loop: simulated users with hidden tastes answer streamrec's lists",
     )
-    simulate.add_arguments(p)
+    simulate_cli.add_arguments(p)
 
     p = add("report", cmd_report, "plot a replay report's per-window series to a PNG")
     p.add_argument("report", type=Path)

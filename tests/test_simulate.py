@@ -15,13 +15,9 @@ import orjson
 import pytest
 
 from streamrec.settings import KafkaSettings, ModelSettings, ServiceSettings, Settings
-from streamrec.sim.simulate import (
-    SIMULATION_MODEL_DEFAULTS,
-    SimulationOptions,
-    SimulationReport,
-    simulate,
-    write_report,
-)
+from streamrec.sim.options import SIMULATION_MODEL_DEFAULTS, SimulationOptions
+from streamrec.sim.report import SimulationReport, write_report
+from streamrec.sim.run import simulate
 from streamrec.store import checkpoint
 from streamrec.store.checkpoint_key import STATE_DIR_KEY, state_dir_key
 

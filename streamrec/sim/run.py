@@ -234,12 +234,8 @@ def kafka_loop(
             if on_service is not None:
                 on_service(service, settings)
         loop = KafkaLoop(
-            bootstrap_servers,
-            kafka.topics[0],
-            kafka.recommendations_topic,
+            kafka,
             sync_timeout_s=options.sync_timeout_s,
-            producer_options=dict(kafka.producer),
-            consumer_options=dict(kafka.consumer),
             check=service.check if service is not None else None,
         )
         stack.callback(loop.close)

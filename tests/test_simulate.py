@@ -116,6 +116,29 @@ def test_position_bias_lowers_what_every_list_can_earn() -> None:
     assert biased.overall["oracle_ctr"] < 0.5 * flat.overall["oracle_ctr"]
 
 
+def test_both_transports_show_users_the_same_lists() -> None:
+    """What the Kafka loop reads back (a published message) is what the in-process loop hands
+    over (the pipeline's Recommendation), so the two transports are compared like for like."""
+    from streamrec.contract.events import encode_recommendation
+    from streamrec.contract.records import Record
+    from streamrec.core.pipeline import Pipeline
+    from streamrec.sim.loops import _decode_list, shown_list
+    from streamrec.sim.users import CtrTally, Users
+
+    options = SimulationOptions(events=600, seed=3)
+    model = sim_settings().model
+    users, pipeline = Users(options, model.k), Pipeline(model)
+    recommendations = []
+    while users.events_made < options.events:
+        events = [e for user in users.visitors(50).tolist() for e in users.visit(user, CtrTally())]
+        result = pipeline.process([Record(value=value, key=key) for key, value in events])
+        recommendations.extend(result.recommendations)
+    assert recommendations
+    for rec in recommendations:
+        assert _decode_list(encode_recommendation(rec)) == shown_list(rec)
+    assert _decode_list(b"not a list") is None and _decode_list(None) is None
+
+
 @pytest.mark.kafka
 def test_simulator_closes_the_loop_through_kafka(
     kafka_bootstrap: str, unique_topic: Callable[..., str], state_dir: Path

@@ -256,17 +256,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=offpolicy.main)
     offpolicy.add_arguments(p)
 
-    from streamrec.sim import demo, simulate
+    from streamrec.sim import cli as simulate_cli
+    from streamrec.sim import demo
 
     p = add("demo", demo.main, "the whole loop on an embedded broker: consumer + simulated users")
     demo.add_arguments(p)
 
     p = add(
         "simulate",
-        simulate.main,
+        simulate_cli.main,
         "closed loop: simulated users with hidden tastes answer streamrec's lists",
     )
-    simulate.add_arguments(p)
+    simulate_cli.add_arguments(p)
 
     p = add("report", cmd_report, "plot a replay report's per-window series to a PNG")
     p.add_argument("report", type=Path)

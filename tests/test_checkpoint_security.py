@@ -27,7 +27,10 @@ from streamrec.errors import CheckpointError, ConfigError
 from streamrec.io.embedded_broker import free_port
 from streamrec.service import ServiceState
 from streamrec.settings import ModelSettings, ServiceSettings
-from streamrec.sim.simulate import InProcessLoop, SimulationOptions, Users, run_loop
+from streamrec.sim.loops import InProcessLoop
+from streamrec.sim.options import SimulationOptions
+from streamrec.sim.run import run_loop
+from streamrec.sim.users import Users
 from streamrec.store import checkpoint, restricted_pickle
 from streamrec.store.checkpoint import CheckpointMeta, CheckpointStore
 from streamrec.store.checkpoint_key import (

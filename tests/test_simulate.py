@@ -15,13 +15,9 @@ import orjson
 import pytest
 
 from streamrec.settings import KafkaSettings, ModelSettings, ServiceSettings, Settings
-from streamrec.sim.simulate import (
-    SIMULATION_MODEL_DEFAULTS,
-    SimulationOptions,
-    SimulationReport,
-    simulate,
-    write_report,
-)
+from streamrec.sim.options import SIMULATION_MODEL_DEFAULTS, SimulationOptions
+from streamrec.sim.report import SimulationReport, write_report
+from streamrec.sim.run import simulate
 from streamrec.store import checkpoint
 from streamrec.store.checkpoint_key import STATE_DIR_KEY, state_dir_key
 
@@ -118,6 +114,29 @@ def test_position_bias_lowers_what_every_list_can_earn() -> None:
     assert flat.overall["oracle_ctr"] is not None and biased.overall["oracle_ctr"] is not None
     # With P(look at rank r) = 1/r the ten slots are worth ~2.9 of 10 on average.
     assert biased.overall["oracle_ctr"] < 0.5 * flat.overall["oracle_ctr"]
+
+
+def test_both_transports_show_users_the_same_lists() -> None:
+    """What the Kafka loop reads back (a published message) is what the in-process loop hands
+    over (the pipeline's Recommendation), so the two transports are compared like for like."""
+    from streamrec.contract.events import encode_recommendation
+    from streamrec.contract.records import Record
+    from streamrec.core.pipeline import Pipeline
+    from streamrec.sim.loops import _decode_list, shown_list
+    from streamrec.sim.users import CtrTally, Users
+
+    options = SimulationOptions(events=600, seed=3)
+    model = sim_settings().model
+    users, pipeline = Users(options, model.k), Pipeline(model)
+    recommendations = []
+    while users.events_made < options.events:
+        events = [e for user in users.visitors(50).tolist() for e in users.visit(user, CtrTally())]
+        result = pipeline.process([Record(value=value, key=key) for key, value in events])
+        recommendations.extend(result.recommendations)
+    assert recommendations
+    for rec in recommendations:
+        assert _decode_list(encode_recommendation(rec)) == shown_list(rec)
+    assert _decode_list(b"not a list") is None and _decode_list(None) is None
 
 
 @pytest.mark.kafka

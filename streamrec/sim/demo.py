@@ -2,7 +2,7 @@
 
 It runs the whole deployed path on one machine: an embedded Kafka-protocol broker, the streamrec
 consumer as its own process (`python -m streamrec.service`, exactly what `streamrec run` runs,
-serving Prometheus metrics), and the closed-loop simulator (`streamrec.sim.simulate`) producing the
+serving Prometheus metrics), and the closed-loop simulator (`streamrec.sim.run`) producing the
 events of users with hidden tastes and reading the lists streamrec publishes back. The live line
 shows streamrec's click-through rate next to what the best possible, a random and a popularity
 list would earn for the same users at the same moments, so learning is something you can see.
@@ -26,16 +26,10 @@ from rich.console import Console
 from rich.table import Table
 
 from streamrec.settings import Settings
-from streamrec.sim.simulate import (
-    SIMULATION_MODEL_DEFAULTS,
-    ServiceProcess,
-    SimulationOptions,
-    SimulationReport,
-    ctr_line,
-    simulate,
-    summary_table,
-    write_report,
-)
+from streamrec.sim.options import SIMULATION_MODEL_DEFAULTS, SimulationOptions
+from streamrec.sim.report import SimulationReport, ctr_line, summary_table, write_report
+from streamrec.sim.run import simulate
+from streamrec.sim.service_process import ServiceProcess
 from streamrec.store.checkpoint_key import STATE_DIR_KEY
 
 DEMO_EVENTS = 30_000

@@ -12,10 +12,10 @@ Why exact pairs and not "any class under `streamrec.` or `river.`": constructing
 `__init__` with arguments the file chooses, and some classes do real things there. A
 `streamrec.io.kafka_sink.KafkaSink` builds a librdkafka producer from a config dict, and
 librdkafka's `plugin.library.paths` loads a shared library, which someone who can write into the
-state dir can also write; `streamrec.sim.simulate.ServiceProcess` starts a process. Exact pairs
-allow none of that. Every name allowed here is safe to call with any arguments: data classes, River
-estimators and optimizers, numpy's array/RNG reconstructors. numpy refuses object arrays from raw
-bytes.
+state dir can also write; `streamrec.sim.service_process.ServiceProcess` starts a process. Exact
+pairs allow none of that. Every name allowed here is safe to call with any arguments: data
+classes, River estimators and optimizers, numpy's array/RNG reconstructors. numpy refuses object
+arrays from raw bytes.
 
 `builtins.getattr` is how pickle stores bound methods (River's bandits keep `reward_obj.clone` as
 a defaultdict factory). It is the classic escape (`getattr(os, "system")`), so it is replaced by

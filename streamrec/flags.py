@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +23,16 @@ _PATHS = "setting_flags"
 
 
 def add_setting_flags(
-    parser: argparse.ArgumentParser, *paths: str, help: Mapping[str, str] | None = None
+    parser: argparse.ArgumentParser,
+    *paths: str,
+    help: Mapping[str, str] | None = None,
+    choices: Mapping[str, Sequence[str]] | None = None,
 ) -> None:
     """Add `--config` and one flag per setting path (`section.name` → `--name`, dest `name`).
 
     `help` replaces a setting's description where a command means something more specific (the
-    simulator's `--bootstrap-servers` also means "do not start an embedded broker").
+    simulator's `--bootstrap-servers` also means "do not start an embedded broker"); `choices`
+    restricts a free-text setting where the command knows the valid values.
     """
     if not any("--config" in action.option_strings for action in parser._actions):
         # SUPPRESS: a subcommand's unset --config must not hide `streamrec --config X COMMAND`.
@@ -42,13 +46,15 @@ def add_setting_flags(
     for path in paths:
         section, name = path.split(".")
         info = _section(section).model_fields[name]
-        convert, choices = _converter(info.annotation)
+        convert, allowed = _converter(info.annotation)
+        if choices and path in choices:
+            allowed = list(choices[path])
         text = (help or {}).get(path) or info.description or ""
         parser.add_argument(
             "--" + name.replace("_", "-"),
             dest=name,
             type=convert,
-            choices=choices,
+            choices=allowed,
             default=None,
             help=f"{text} [STREAMREC_{section.upper()}__{name.upper()}]",
         )

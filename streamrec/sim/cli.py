@@ -6,12 +6,12 @@ import argparse
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import orjson
 from rich.console import Console
 
 from streamrec.errors import StreamrecError
+from streamrec.flags import add_setting_flags, settings_from_args
 from streamrec.settings import Settings
 from streamrec.sim.options import POLICY_NAMES, SIMULATION_MODEL_DEFAULTS, SimulationOptions
 from streamrec.sim.report import (
@@ -25,7 +25,7 @@ from streamrec.sim.run import compare_policies, simulate
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of `streamrec simulate` (model settings still come from --config / STREAMREC_*)."""
+    """Flags of `streamrec simulate`; other settings come from --config / STREAMREC_*."""
     d = SimulationOptions()
     parser.add_argument("--events", type=int, default=d.events, help="stop after ~this many")
     parser.add_argument("--users", type=int, default=d.users)
@@ -46,21 +46,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-visits", type=int, default=d.batch_visits)
     parser.add_argument("--window", type=int, default=d.window_visits, help="visits per row")
     parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--k", type=int, help="list length (default: model setting, 10)")
-    parser.add_argument(
-        "--exploration", choices=POLICY_NAMES, help="slot policy (default: model setting)"
-    )
     parser.add_argument(
         "--policies",
         help="compare these exploration policies in-process, comma-separated, or 'all'",
     )
-    parser.add_argument(
-        "--rating-model", help="default here: biased_mf (lists do not use the rating model)"
-    )
-    parser.add_argument("--ranker", help="top-N ranker (default: model setting)")
     parser.add_argument("--transport", choices=("in-process", "kafka"), default="in-process")
-    parser.add_argument(
-        "--bootstrap-servers", help="Kafka to use (default: start an embedded broker)"
+    add_setting_flags(
+        parser,
+        "model.k",
+        "model.exploration",
+        "model.rating_model",
+        "model.ranker",
+        "kafka.bootstrap_servers",
+        "service.metrics_port",
+        help={
+            "model.rating_model": "default here: biased_mf (lists do not use the rating model)",
+            "kafka.bootstrap_servers": "Kafka to use (default: start an embedded broker)",
+            "service.metrics_port": "consumer's /metrics port (default here: 0, off)",
+        },
+        choices={"model.exploration": POLICY_NAMES},
     )
     parser.add_argument(
         "--no-consumer",
@@ -68,25 +72,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="do not start the streamrec consumer: one is already running (`streamrec run`)",
     )
     parser.add_argument("--state-dir", type=Path, help="consumer checkpoints (default: temp dir)")
-    parser.add_argument(
-        "--metrics-port", type=int, default=0, help="consumer's /metrics port (default: off)"
-    )
     parser.add_argument("--report", type=Path, help="write the JSON report here")
     parser.add_argument("--quiet", action="store_true", help="no live progress or table")
 
 
-def settings_from_args(args: argparse.Namespace) -> Settings:
-    """Settings from --config / environment, with the simulator's defaults and the flags on top."""
-    from streamrec.settings import load_settings
-
-    model: dict[str, Any] = dict(SIMULATION_MODEL_DEFAULTS)
-    for name in ("k", "exploration", "rating_model", "ranker"):
-        value = getattr(args, name, None)
-        if value is not None:
-            model[name] = value
-    kafka = {"bootstrap_servers": getattr(args, "bootstrap_servers", None)}
-    service = {"metrics_port": getattr(args, "metrics_port", 0)}
-    return load_settings(getattr(args, "config", None), model=model, kafka=kafka, service=service)
+def settings_of(args: argparse.Namespace) -> Settings:
+    """The simulator's model defaults under the flags (and over --config / STREAMREC_*)."""
+    return settings_from_args(args, model=SIMULATION_MODEL_DEFAULTS, service={"metrics_port": 0})
 
 
 def options_from_args(args: argparse.Namespace) -> SimulationOptions:
@@ -107,7 +99,7 @@ def options_from_args(args: argparse.Namespace) -> SimulationOptions:
 
 def main(args: argparse.Namespace) -> int:
     """`streamrec simulate`: run, print the table on stderr, write the report if asked."""
-    settings = settings_from_args(args)
+    settings = settings_of(args)
     options = options_from_args(args)
     console = Console(stderr=True)
     if not console.is_terminal:

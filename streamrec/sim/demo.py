@@ -25,6 +25,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from streamrec.flags import add_setting_flags, settings_from_args
 from streamrec.settings import Settings
 from streamrec.sim.options import SIMULATION_MODEL_DEFAULTS, SimulationOptions
 from streamrec.sim.report import SimulationReport, ctr_line, summary_table, write_report
@@ -197,8 +198,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--events", type=int, default=DEMO_EVENTS, help="simulated events (default ~1 minute)"
     )
     parser.add_argument("--state-dir", type=Path, help="keep consumer checkpoints here")
-    parser.add_argument(
-        "--bootstrap-servers", help="use this Kafka instead of starting an embedded broker"
+    add_setting_flags(
+        parser,
+        "kafka.bootstrap_servers",
+        help={"kafka.bootstrap_servers": "use this Kafka instead of starting an embedded broker"},
     )
     parser.add_argument("--report", type=Path, help="write the simulation report (JSON) here")
     parser.add_argument(
@@ -210,9 +213,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """`streamrec demo`."""
-    from streamrec.settings import load_settings
-
-    settings = load_settings(getattr(args, "config", None))
+    settings = settings_from_args(args)
     try:
         return run_demo(
             events=args.events,

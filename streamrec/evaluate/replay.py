@@ -7,6 +7,7 @@ The same `Pipeline` class the Kafka service runs; only the source (a JSONL file)
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from streamrec.core.pipeline import Pipeline
+from streamrec.contract.records import Record
+from streamrec.core.pipeline import BatchResult, Pipeline
 from streamrec.evaluate.prequential import PrequentialEvaluator
-from streamrec.io.file_sink import JsonlSink
-from streamrec.io.file_source import read_jsonl
+from streamrec.io.edges import Sink, Source
+from streamrec.io.file_sink import DecisionLogFile, JsonlSink
+from streamrec.io.file_source import FileSource
 from streamrec.settings import ModelSettings
 
 
@@ -49,7 +52,9 @@ def replay(
     console = Console(stderr=True)
     started = time.perf_counter()
     with (
-        JsonlSink(options.recs_out, options.dlq_out, options.decisions_out) as sink,
+        JsonlSink(options.recs_out, options.dlq_out) as sink,
+        DecisionLogFile(options.decisions_out) as decisions,
+        FileSource(path) as source,
         Progress(
             TextColumn("[bold]replay[/]"),
             BarColumn(),
@@ -63,9 +68,9 @@ def replay(
     ):
         task = progress.add_task("replay", total=total_bytes, events=0, rate=0.0)
         consumed_bytes = 0
-        for batch in read_jsonl(path, options.batch_size):
+        for batch in _batches(source, options.batch_size):
             result = pipeline.process(batch)
-            sink.write(result.recommendations, result.dead_letters, result.decisions)
+            _hand_on(result, sink, decisions)
             records += len(batch)
             invalid += len(result.dead_letters)
             duplicates += result.duplicates
@@ -80,7 +85,7 @@ def replay(
                 events=records,
                 rate=records / elapsed if elapsed > 0 else 0.0,
             )
-        sink.write((), (), pipeline.flush_pending())
+        decisions.write(pipeline.flush_pending())
     elapsed = time.perf_counter() - started
     evaluator.close_window()
     report: dict[str, Any] = {
@@ -101,6 +106,19 @@ def replay(
     }
     report.update(evaluator.report(pipeline.n_items))
     return report, pipeline
+
+
+def _batches(source: Source, size: int) -> Iterator[list[Record]]:
+    """Every batch of a finite source (it returns an empty one only once exhausted)."""
+    while batch := source.poll(size, 0.0):
+        yield batch
+
+
+def _hand_on(result: BatchResult, sink: Sink, decisions: DecisionLogFile) -> None:
+    """What one batch produced, to the outputs."""
+    sink.publish(result.recommendations)
+    sink.dead_letter(result.dead_letters)
+    decisions.write(result.decisions)
 
 
 def write_report(report: dict[str, Any], path: Path) -> None:

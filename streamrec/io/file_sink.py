@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Self
 
 import orjson
 
@@ -33,38 +33,17 @@ def dead_letter_json(dead: DeadLetter) -> bytes:
     )
 
 
-class JsonlSink:
-    """Writes recommendations, dead letters and decision-log lines to JSONL (each optional)."""
+class _Files:
+    """Output files opened for writing (each optional), closed together."""
 
-    def __init__(
-        self,
-        recommendations: Path | None = None,
-        dead_letters: Path | None = None,
-        decisions: Path | None = None,
-    ) -> None:
-        self._recs: IO[bytes] | None = recommendations.open("wb") if recommendations else None
-        self._dlq: IO[bytes] | None = dead_letters.open("wb") if dead_letters else None
-        self._decisions: IO[bytes] | None = decisions.open("wb") if decisions else None
-
-    def write(
-        self,
-        recs: Sequence[Recommendation],
-        dead: Sequence[DeadLetter],
-        decisions: Sequence[dict[str, Any]] = (),
-    ) -> None:
-        if self._recs is not None and recs:
-            self._recs.write(b"".join(encode_recommendation(r) + b"\n" for r in recs))
-        if self._dlq is not None and dead:
-            self._dlq.write(b"".join(dead_letter_json(d) + b"\n" for d in dead))
-        if self._decisions is not None and decisions:
-            self._decisions.write(b"".join(orjson.dumps(d) + b"\n" for d in decisions))
+    _handles: tuple[IO[bytes] | None, ...] = ()
 
     def close(self) -> None:
-        for handle in (self._recs, self._dlq, self._decisions):
+        for handle in self._handles:
             if handle is not None:
                 handle.close()
 
-    def __enter__(self) -> JsonlSink:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -76,20 +55,48 @@ class JsonlSink:
         self.close()
 
 
+class JsonlSink(_Files):
+    """A `streamrec.io.edges.Sink` writing recommendations and dead letters to JSONL files (each
+    optional: None drops that output). Everything is written once it is closed."""
+
+    def __init__(
+        self, recommendations: Path | None = None, dead_letters: Path | None = None
+    ) -> None:
+        self._recs: IO[bytes] | None = recommendations.open("wb") if recommendations else None
+        self._dlq: IO[bytes] | None = dead_letters.open("wb") if dead_letters else None
+        self._handles = (self._recs, self._dlq)
+
+    def publish(self, recommendations: Sequence[Recommendation]) -> None:
+        if self._recs is not None and recommendations:
+            self._recs.write(b"".join(encode_recommendation(r) + b"\n" for r in recommendations))
+
+    def dead_letter(self, dead_letters: Sequence[DeadLetter]) -> None:
+        if self._dlq is not None and dead_letters:
+            self._dlq.write(b"".join(dead_letter_json(d) + b"\n" for d in dead_letters))
+
+
+class DecisionLogFile(_Files):
+    """The bandit's decision log as JSONL, what `streamrec evaluate-policy` reads (None: not
+    kept). Not part of the `Sink`: only the replay keeps one, the service publishes no decisions."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self._file: IO[bytes] | None = path.open("wb") if path else None
+        self._handles = (self._file,)
+
+    def write(self, decisions: Sequence[dict[str, Any]]) -> None:
+        if self._file is not None and decisions:
+            self._file.write(b"".join(orjson.dumps(d) + b"\n" for d in decisions))
+
+
 class ListSink:
-    """Keeps everything in memory: the sink for tests and notebooks."""
+    """A `streamrec.io.edges.Sink` keeping everything in memory: for tests and notebooks."""
 
     def __init__(self) -> None:
         self.recommendations: list[Recommendation] = []
         self.dead_letters: list[DeadLetter] = []
-        self.decisions: list[dict[str, Any]] = []
 
-    def write(
-        self,
-        recs: Sequence[Recommendation],
-        dead: Sequence[DeadLetter],
-        decisions: Sequence[dict[str, Any]] = (),
-    ) -> None:
-        self.recommendations.extend(recs)
-        self.dead_letters.extend(dead)
-        self.decisions.extend(decisions)
+    def publish(self, recommendations: Sequence[Recommendation]) -> None:
+        self.recommendations.extend(recommendations)
+
+    def dead_letter(self, dead_letters: Sequence[DeadLetter]) -> None:
+        self.dead_letters.extend(dead_letters)

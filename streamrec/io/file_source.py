@@ -8,30 +8,54 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from types import TracebackType
 
 from streamrec.contract.records import Record
 from streamrec.errors import StreamrecError
 
 
-def read_jsonl(path: Path, batch_size: int = 1000) -> Iterator[list[Record]]:
-    """Batches of records, one per non-blank line of a JSONL event log (offset = line number)."""
-    try:
-        handle = path.open("rb")
-    except OSError as exc:
-        raise StreamrecError(f"cannot read event log {path}: {exc.strerror}") from exc
-    name = str(path)
-    with handle:
+class FileSource:
+    """A JSONL event log as a `streamrec.io.edges.Source`: one record per non-blank line.
+
+    Batches follow `KafkaSource.poll`, so the replay reads a file the way the service reads a
+    topic; a file never waits, so `poll` ignores its timeout and returns an empty batch only once
+    the file is exhausted.
+    """
+
+    def __init__(self, path: Path) -> None:
+        try:
+            self._handle = path.open("rb")
+        except OSError as exc:
+            raise StreamrecError(f"cannot read event log {path}: {exc.strerror}") from exc
+        self._name = str(path)
+        self._line = 0  # number of the last line read (blank ones count: they are lines)
+
+    def poll(self, size: int, timeout_s: float = 0.0) -> list[Record]:
+        """The next `size` records (fewer at the end of the file; none once it is exhausted)."""
         batch: list[Record] = []
-        for number, line in enumerate(handle, start=1):
+        for line in self._handle:
+            self._line += 1
             line = line.strip()
             if not line:
                 continue
-            batch.append(Record(value=line, topic=name, offset=number))
-            if len(batch) >= batch_size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+            batch.append(Record(value=line, topic=self._name, offset=self._line))
+            if len(batch) >= size:
+                break
+        return batch
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> FileSource:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 def from_values(values: Iterable[bytes | str], batch_size: int = 1000) -> Iterator[list[Record]]:

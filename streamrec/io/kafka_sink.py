@@ -81,7 +81,8 @@ def dead_letter_message(dead: DeadLetter) -> tuple[bytes | None, Headers]:
 
 
 class KafkaSink:
-    """Recommendations (key = user_id, latest wins) and dead letters."""
+    """The service's `streamrec.io.edges.Sink`: recommendations (key = user_id, latest wins) and
+    dead letters."""
 
     def __init__(
         self,

@@ -131,6 +131,35 @@ def _estimates_from_sums(sums: FloatArray) -> FloatArray:
         )
 
 
+def _bootstrap_interval(
+    per_cluster: FloatArray, n_bootstrap: int, seed: np.random.SeedSequence, ci_level: float
+) -> tuple[FloatArray, FloatArray]:
+    """Percentile-bootstrap (low, high) of every estimator in `ESTIMATORS` order, from
+    `n_bootstrap` resamples of the clusters with replacement; NaN for an estimator undefined in
+    some resample, and everywhere when `n_bootstrap` is 0.
+
+    Drawing C clusters with replacement is drawing multinomial counts over the distinct cluster
+    sum-vectors. Click logs have few distinct ones (action × reward × weight), so a resample of a
+    10M-row log costs microseconds instead of a pass over 10M rows.
+    """
+    if n_bootstrap == 0:
+        nan = np.full(len(ESTIMATORS), np.nan)
+        return nan, nan
+    n_clusters = len(per_cluster)
+    distinct, freq = _distinct_rows(per_cluster)
+    share = freq / freq.sum()
+    rng = np.random.default_rng(seed)
+    resampled = np.empty((n_bootstrap, len(ESTIMATORS)))
+    for b in range(n_bootstrap):
+        counts = rng.multinomial(n_clusters, share).astype(np.float64)
+        resampled[b] = _estimates_from_sums(counts @ distinct)
+    tail = 100.0 * (1.0 - ci_level) / 2.0
+    with np.errstate(invalid="ignore"):
+        finite = np.isfinite(resampled).all(axis=0)
+        low, high = np.percentile(resampled, [tail, 100.0 - tail], axis=0)
+    return np.where(finite, low, np.nan), np.where(finite, high, np.nan)
+
+
 def estimate(
     data: LoggedData,
     policy: TargetPolicy,
@@ -186,24 +215,7 @@ def estimate(
         )
     point = _estimates_from_sums(per_cluster.sum(axis=0))
 
-    low = high = np.full(len(ESTIMATORS), np.nan)
-    if n_bootstrap > 0:
-        # Drawing C clusters with replacement is drawing multinomial counts over the distinct
-        # cluster sum-vectors. Click logs have few distinct ones (action × reward × weight), so
-        # a resample of a 10M-row log costs microseconds instead of a pass over 10M rows.
-        distinct, freq = _distinct_rows(per_cluster)
-        share = freq / freq.sum()
-        rng = np.random.default_rng(bootstrap_seed)
-        resampled = np.empty((n_bootstrap, len(ESTIMATORS)))
-        for b in range(n_bootstrap):
-            counts = rng.multinomial(n_clusters, share).astype(np.float64)
-            resampled[b] = _estimates_from_sums(counts @ distinct)
-        tail = 100.0 * (1.0 - ci_level) / 2.0
-        with np.errstate(invalid="ignore"):
-            finite = np.isfinite(resampled).all(axis=0)
-            low, high = np.percentile(resampled, [tail, 100.0 - tail], axis=0)
-        low = np.where(finite, low, np.nan)
-        high = np.where(finite, high, np.nan)
+    low, high = _bootstrap_interval(per_cluster, n_bootstrap, bootstrap_seed, ci_level)
 
     notes = {
         "logged": "observed mean reward of the logging policy",

@@ -16,14 +16,9 @@ import pytest
 from deploy_files import which
 from prometheus_client import CollectorRegistry, generate_latest
 
-from streamrec.obs.metrics import (
-    DEAD_LETTER_REASONS,
-    EVENT_TYPES,
-    Metrics,
-    RecentWindow,
-    configure_logging,
-    serve,
-)
+from streamrec.obs.http import serve
+from streamrec.obs.logs import configure_logging
+from streamrec.obs.metrics import DEAD_LETTER_REASONS, EVENT_TYPES, Metrics, RecentWindow
 
 
 @pytest.fixture

@@ -45,7 +45,8 @@ from deploy_files import (
     which,
 )
 
-from streamrec.obs.metrics import DEAD_LETTER_REASONS, STAGES, Metrics, serve
+from streamrec.obs.http import serve
+from streamrec.obs.metrics import DEAD_LETTER_REASONS, STAGES, Metrics
 
 pytestmark = [
     pytest.mark.slow,

@@ -1,8 +1,8 @@
-"""Every Prometheus metric streamrec exports, its HTTP endpoint, and structured logging.
+"""Every Prometheus metric streamrec exports.
 
 All metrics are created against one injectable `CollectorRegistry`, so a test builds a fresh
 registry, drives the code, and reads values back with `registry.get_sample_value(...)`; the service
-builds one registry, hands it to the pipeline and serves it with `serve()`.
+builds one registry, hands it to the pipeline and serves it with `streamrec.obs.http.serve()`.
 
 Naming rule: attribute `x` is exported as `streamrec_x` (counters are declared without `_total` in
 prometheus-client and exported with it), so a name seen in Grafana greps straight to this file.
@@ -18,33 +18,19 @@ Hot-path cost matters (the whole per-event budget outside River is ~2-3 µs), so
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import platform
-import socket
-import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import metadata
-from typing import Any, Literal
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import orjson
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    Info,
-    disable_created_metrics,
-    make_wsgi_app,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import HistogramMetricFamily, Metric
-from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
@@ -519,7 +505,7 @@ class Metrics:
         self.ready.set(1.0 if ready else 0.0)
 
     def is_ready(self) -> bool:
-        """What the `ready` gauge says; the default readiness check of `serve()`."""
+        """What the `ready` gauge says; what `obs.http.serve` reports by default."""
         return any(
             sample.value == 1.0 for family in self.ready.collect() for sample in family.samples
         )
@@ -588,181 +574,10 @@ def _build_labels() -> dict[str, str]:
     }
 
 
-# -- HTTP endpoint -----------------------------------------------------------------------------
-
-
-class _QuietHandler(WSGIRequestHandler):
-    """Scrapes every few seconds would flood stderr with access log lines."""
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class MetricsServer:
-    """A running metrics/health HTTP server; `port` is the bound port (useful with port 0)."""
-
-    def __init__(self, server: WSGIServer, thread: threading.Thread) -> None:
-        self._server = server
-        self._thread = thread
-        address = server.server_address
-        self.host: str = str(address[0])
-        self.port: int = int(address[1])
-
-    @property
-    def url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}"
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> MetricsServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-WSGIEnviron = dict[str, Any]
-StartResponse = Callable[..., Any]
-
-
-def _health_app(
-    metrics_app: Callable[[WSGIEnviron, StartResponse], Iterable[bytes]],
-    ready: Callable[[], bool],
-) -> Callable[[WSGIEnviron, StartResponse], Iterable[bytes]]:
-    """Route /healthz and /readyz ourselves; everything else is prometheus-client's app."""
-
-    def app(environ: WSGIEnviron, start_response: StartResponse) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "/")
-        if path == "/healthz":
-            # Alive means "this thread can answer": a wedged process fails the probe by timeout.
-            start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
-            return [b"ok\n"]
-        if path == "/readyz":
-            try:
-                is_ready = bool(ready())
-            except Exception:
-                logging.getLogger(__name__).exception("readiness check failed")
-                is_ready = False
-            status = "200 OK" if is_ready else "503 Service Unavailable"
-            start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
-            return [b"ready\n" if is_ready else b"not ready\n"]
-        if path in ("/", "/metrics"):
-            return metrics_app(environ, start_response)
-        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
-        return [b"not found: try /metrics, /healthz or /readyz\n"]
-
-    return app
-
-
-def serve(
-    metrics: Metrics,
-    host: str = "127.0.0.1",
-    port: int = 9108,
-    ready: Callable[[], bool] | None = None,
-) -> MetricsServer:
-    """Serve `/metrics`, `/healthz` and `/readyz` from a daemon thread; returns at once.
-
-    `port=0` binds a free port, reported as `server.port`. `ready` defaults to the `ready` gauge.
-    A daemon thread, so a crashing consumer is never kept alive by its metrics server. Requests
-    are handled on their own threads: a slow scraper cannot block a liveness probe.
-    """
-    # Text exposition turns each counter's `_created` timestamp into an extra gauge series per
-    # label set: double the scrape for a value no dashboard uses. This is process-global, which
-    # is fine for the process that serves metrics.
-    disable_created_metrics()
-    check = ready if ready is not None else metrics.is_ready
-    app = _health_app(make_wsgi_app(metrics.registry), check)
-
-    family, _, _, _, _ = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-
-    class _Server(ThreadingWSGIServer):
-        address_family = family
-
-    server = make_server(host, port, app, server_class=_Server, handler_class=_QuietHandler)
-    thread = threading.Thread(
-        target=server.serve_forever, name="streamrec-metrics", kwargs={"poll_interval": 0.1}
-    )
-    thread.daemon = True
-    thread.start()
-    return MetricsServer(server, thread)
-
-
-# -- logging -----------------------------------------------------------------------------------
-
-_STANDARD_RECORD_FIELDS = frozenset(
-    logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime"}
-)
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line, for log shippers (Loki, Elasticsearch, CloudWatch).
-
-    Fields passed with `extra={...}` become top-level keys, so
-    `log.info("checkpoint written", extra={"bytes": n})` is searchable by `bytes`.
-    """
-
-    def format(self, record: logging.LogRecord) -> str:
-        doc: dict[str, Any] = {
-            "ts": self.formatTime(record),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD_RECORD_FIELDS and not key.startswith("_"):
-                doc[key] = value
-        if record.exc_info:
-            doc["exc_info"] = self.formatException(record.exc_info)
-        if record.stack_info:
-            doc["stack_info"] = self.formatStack(record.stack_info)
-        return orjson.dumps(doc, default=str).decode()
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        # RFC 3339 UTC with milliseconds: sortable and unambiguous across hosts.
-        return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
-
-
-_HANDLER_MARK = "_streamrec_handler"
-
-
-def configure_logging(
-    fmt: Literal["text", "json"] = "text", level: str | int = "INFO", stream: Any = None
-) -> logging.Handler:
-    """Send root logging to `stream` (stderr) as text or JSON lines; safe to call twice.
-
-    Only the handler installed by a previous call is replaced, so handlers that tests (pytest's
-    caplog) or embedding applications attached stay in place.
-    """
-    if fmt not in ("text", "json"):
-        raise ValueError(f"log format must be 'text' or 'json', not {fmt!r}")
-    root = logging.getLogger()
-    for old in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
-        root.removeHandler(old)
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    setattr(handler, _HANDLER_MARK, True)
-    root.addHandler(handler)
-    root.setLevel(level.upper() if isinstance(level, str) else level)
-    return handler
-
-
 __all__ = [
     "DEAD_LETTER_REASONS",
     "EVENT_TYPES",
     "STAGES",
-    "JsonFormatter",
     "Metrics",
-    "MetricsServer",
     "RecentWindow",
-    "configure_logging",
-    "serve",
 ]

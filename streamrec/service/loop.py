@@ -39,8 +39,9 @@ from contextlib import contextmanager
 from dataclasses import asdict
 
 from streamrec.errors import StreamrecError
-from streamrec.obs.metrics import Metrics, MetricsServer
-from streamrec.obs.metrics import serve as serve_metrics
+from streamrec.obs.http import MetricsServer
+from streamrec.obs.http import serve as serve_metrics
+from streamrec.obs.metrics import Metrics
 from streamrec.service.commit import Outcome
 from streamrec.service.state import Progress, RunSummary
 from streamrec.service.worker import Worker

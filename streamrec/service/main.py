@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     """Settings from the flags, then `run()`; an operator's mistake is one line and exit 1."""
-    from streamrec.obs.metrics import configure_logging
+    from streamrec.obs.logs import configure_logging
 
     json_logs = False
     try:

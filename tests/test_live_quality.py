@@ -40,12 +40,15 @@ def _rating(n: int) -> RatingEvent:
 def test_every_nth_valid_event_is_sampled_whatever_the_batch_boundaries() -> None:
     for sizes in ([7, 1, 5], [13], [1] * 13, [2, 0, 11]):
         model = _Model()
-        live = LiveQuality(Metrics(CollectorRegistry()), k=10, sample_every=3)
+        live = LiveQuality(k=10, sample_every=3)
         start = 0
+        scored: list[tuple[float, float]] = []
         for size in sizes:
-            live(model, [_rating(n) for n in range(start, start + size)])  # type: ignore[arg-type]
+            batch = [_rating(n) for n in range(start, start + size)]
+            scored += live(model, batch).ratings  # type: ignore[arg-type]
             start += size
         assert model.asked == ["i2", "i5", "i8", "i11"], sizes
+        assert scored == [(3.0, 4.0)] * 4  # (predicted, actual), for the batch's report
 
 
 def test_samples_are_scored_against_the_model_at_the_start_of_their_batch() -> None:

@@ -10,15 +10,17 @@ import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import orjson
 import pytest
 from deploy_files import which
 from prometheus_client import CollectorRegistry, generate_latest
 
+from streamrec.core.observer import BatchObserver, BatchReport, Published
 from streamrec.obs.http import serve
 from streamrec.obs.logs import configure_logging
-from streamrec.obs.metrics import DEAD_LETTER_REASONS, EVENT_TYPES, Metrics, RecentWindow
+from streamrec.obs.metrics import DEAD_LETTER_REASONS, EVENT_TYPES, STAGES, Metrics, RecentWindow
 
 
 @pytest.fixture
@@ -262,6 +264,77 @@ def test_lag_from_librdkafka_statistics(registry: CollectorRegistry, metrics: Me
 
     metrics.forget_partitions([("streamrec.events", 0), ("streamrec.events", 7)])
     assert lag("0") is None and lag("1") == 40
+
+
+def _report(published: Published | None = None) -> BatchReport:
+    from streamrec.bandit.rewards import Feedback
+    from streamrec.contract.events import Recommendation, RecommendedItem
+    from streamrec.contract.records import DeadLetter, Record
+
+    item = RecommendedItem("i1", 1.0, 1, "model", 1.0, "")
+    explored = RecommendedItem("i2", 0.5, 2, "explore", 0.25, "")
+    rec = Recommendation("r1", "u1", datetime.now(UTC), 7, [item, explored])
+    dead = [DeadLetter(Record(b"x"), "invalid_json", "no"), DeadLetter(Record(b""), "oversize", "")]
+    return BatchReport(
+        consumed={"click": 4, "rating": 2},
+        learned=6,
+        duplicates=1,
+        dead_letters=dead,
+        recommendations=[rec],
+        event_timestamps_ms=[1_000, 2_000],
+        feedback=Feedback({"explore": 1}, {"explore": 0.5}, 3, 9, []),
+        rating_predictions=[(3.0, 4.0)],
+        top_k_hits=[True, False],
+        decode_s=0.001,
+        learn_s=0.002,
+        refresh_s=0.003,
+        model_users=5,
+        model_items=8,
+        model_events_learned=60,
+        published=published,
+    )
+
+
+def test_a_batch_report_becomes_every_per_batch_metric(registry: CollectorRegistry) -> None:
+    """`record_batch` is the one place a batch's figures are counted (the core's BatchObserver);
+    the publish figures only when the batch was published."""
+    observer: BatchObserver = Metrics(registry)  # structurally, for mypy and for readers
+    observer.record_batch(_report())
+    value = registry.get_sample_value
+    assert value("streamrec_events_consumed_total", {"type": "click"}) == 4
+    assert value("streamrec_events_consumed_total", {"type": "invalid"}) == 2
+    assert value("streamrec_dead_letters_total", {"reason": "invalid_json"}) == 1
+    assert value("streamrec_dead_letters_total", {"reason": "oversize"}) == 1
+    assert value("streamrec_duplicates_total") == 1
+    assert value("streamrec_events_learned_total") == 6
+    assert value("streamrec_bandit_decisions_total", {"source": "explore"}) == 1
+    assert value("streamrec_bandit_reward_value_total", {"source": "explore"}) == 0.5
+    assert value("streamrec_bandit_expired_decisions_total") == 3
+    assert value("streamrec_bandit_pending_decisions") == 9
+    assert value("streamrec_exploration_ratio") == 0.5
+    assert value("streamrec_online_evaluated_total", {"kind": "positive"}) == 2
+    assert value("streamrec_online_mae") == 1.0
+    assert value("streamrec_model_events_learned") == 60
+    for stage in ("decode", "learn", "refresh"):
+        assert value("streamrec_batch_duration_seconds_count", {"stage": stage}) == 1
+    for stage in ("publish", "total"):
+        assert value("streamrec_batch_duration_seconds_count", {"stage": stage}) == 0
+    assert value("streamrec_batch_size_events_count") == 0
+    assert value("streamrec_event_to_publish_latency_seconds_count") == 0
+
+    observer.record_batch(_report(Published(12, 3, 0.004, 0.01, at=4.5)))
+    assert value("streamrec_batch_size_events_sum") == 12
+    assert value("streamrec_events_relearned_total") == 3
+    assert value("streamrec_event_to_publish_latency_seconds_sum") == pytest.approx(3.5 + 2.5)
+    counts = {s: value("streamrec_batch_duration_seconds_count", {"stage": s}) for s in STAGES}
+    assert counts == {
+        "decode": 2,
+        "learn": 2,
+        "refresh": 2,
+        "publish": 1,
+        "total": 1,
+        "checkpoint": 0,
+    }
 
 
 def test_default_registry_is_private_so_two_instances_coexist() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 import tracemalloc
 
@@ -209,3 +210,39 @@ def test_a_click_on_a_list_rewards_its_source_in_metrics_and_decision_log() -> N
     )
     assert value == FAST.click_reward
     assert not Pipeline(FAST).process(warmup).decisions  # no log unless asked for
+
+
+def test_a_batch_is_reported_once_by_whoever_finishes_it() -> None:
+    """Alone, the pipeline reports each batch; with `report=False` (the service, which publishes
+    first) it reports nothing, and the caller's report of `result.report` counts the same."""
+    from prometheus_client import CollectorRegistry
+
+    from streamrec.obs.metrics import Metrics
+
+    def counted(registry: CollectorRegistry) -> dict[str, float | None]:
+        return {  # NaN (an empty quality window) as None, so that it equals itself
+            f"{s.name}{sorted(s.labels.items())}": None if math.isnan(s.value) else s.value
+            for family in registry.collect()
+            for s in family.samples
+            if not s.name.startswith("streamrec_batch_duration_seconds")
+            and not s.name.endswith("_created")
+        }
+
+    settings = FAST.model_copy(update={"online_eval_every": 3})
+    data = batches(900, size=300, n_users=30, n_items=40, invalid_fraction=0.1)
+    alone, deferred = CollectorRegistry(), CollectorRegistry()
+    metrics = Metrics(deferred, process_metrics=False)
+    by_pipeline = Pipeline(settings, metrics=Metrics(alone, process_metrics=False))
+    by_caller = Pipeline(settings, metrics=metrics)
+    untouched = counted(deferred)
+    for batch in data:
+        by_pipeline.process(batch)
+        result = by_caller.process(batch, report=False)
+        assert counted(deferred) == untouched
+        assert result.report is not None
+        metrics.record_batch(result.report)
+        untouched = counted(deferred)
+    assert counted(deferred) == counted(alone)
+    assert alone.get_sample_value("streamrec_dead_letters_total", {"reason": "invalid_json"})
+    stages = alone.get_sample_value("streamrec_batch_duration_seconds_count", {"stage": "learn"})
+    assert stages == len(data)

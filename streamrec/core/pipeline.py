@@ -10,6 +10,8 @@ its `BatchResult`. Per batch:
     end of batch:    refresh every dirty user's top-K → Recommendation messages (each one
                      tracked by the bandit's `RewardLoop`) → settle resolved lists into policy
                      updates and decision-log lines
+    report:          the batch's facts (`BatchReport`) to the metrics, once: here, or by the
+                     service after it published them (core/observer.py)
 
 Learning is per event and independent of where batch boundaries fall, so a model rebuilt from a
 checkpoint plus the replayed tail is identical to one that never stopped.
@@ -21,21 +23,19 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from streamrec.bandit.policies import SlotPolicy
-from streamrec.bandit.rewards import Feedback, PendingRewards, RewardLoop
+from streamrec.bandit.rewards import PendingRewards, RewardLoop
 from streamrec.contract.events import AnyEvent, RatingEvent, Recommendation, RecommendedItem
 from streamrec.contract.records import DeadLetter, Record
 from streamrec.core.model import RecommenderModel
+from streamrec.core.observer import NO_OBSERVER, BatchObserver, BatchReport
 from streamrec.core.preprocess import Preprocessor
 from streamrec.core.recommend import recommend, slot_context
 from streamrec.errors import CheckpointError
-from streamrec.evaluate.prequential import LiveQuality
+from streamrec.evaluate.prequential import LiveQuality, LiveScores
 from streamrec.settings import ModelSettings
-
-if TYPE_CHECKING:
-    from streamrec.obs.metrics import Metrics
 
 __all__ = ["BatchResult", "DeadLetter", "Pipeline", "PipelineState", "Record"]
 
@@ -54,6 +54,8 @@ class BatchResult:
     # One line per resolved slot (streamrec.bandit.offpolicy.logs.LoggedDecision fields), for
     # evaluation; only from a Pipeline made with decision_log=True.
     decisions: list[dict[str, Any]] = field(default_factory=list)
+    # What the metrics are told about the batch; filled by `Pipeline.process`.
+    report: BatchReport | None = None
 
 
 STATE_FORMAT = 6
@@ -80,20 +82,22 @@ class Pipeline:
         self,
         settings: ModelSettings,
         *,
-        metrics: Metrics | None = None,
+        metrics: BatchObserver | None = None,
         observer: Observer | None = None,
         state: PipelineState | None = None,
         decision_log: bool = False,
         require_key: bool = False,
     ) -> None:
         self.settings = settings
-        self.metrics = metrics
+        # Where each batch is reported; nobody without metrics, so `process` need not check.
+        self.metrics: BatchObserver = metrics if metrics is not None else NO_OBSERVER
         # Kafka records must be keyed by user_id (one user's events stay ordered); a keyless one
         # is a dead letter (missing_key), judged after its value (see Preprocessor.check).
         self.require_key = require_key
         self.observer = observer
+        # Live quality costs a model evaluation per sample: only when someone reads the scores.
         self.live_quality = (
-            LiveQuality(metrics, settings.k, settings.online_eval_every)
+            LiveQuality(settings.k, settings.online_eval_every)
             if metrics is not None and settings.online_eval_every
             else None
         )
@@ -146,8 +150,14 @@ class Pipeline:
         lists were refreshed, i.e. on batch boundaries)."""
         return self.model.digest()
 
-    def process(self, records: Sequence[Record], *, refresh: bool = True) -> BatchResult:
-        """Learn every valid record in order; then refresh the users it touched."""
+    def process(
+        self, records: Sequence[Record], *, refresh: bool = True, report: bool = True
+    ) -> BatchResult:
+        """Learn every valid record in order; then refresh the users it touched.
+
+        The batch's `result.report` goes to the metrics before this returns, unless `report` is
+        False: then the caller completes it (the service adds its publish stage) and reports it.
+        """
         started = time.perf_counter()
         result = BatchResult()
         dirty: dict[int, None] = {}  # insertion-ordered set: lists come out in arrival order
@@ -168,8 +178,11 @@ class Pipeline:
                 if record.timestamp_ms is not None:
                     result.event_timestamps_ms.append(record.timestamp_ms)
         decoded_at = time.perf_counter()
-        if self.live_quality is not None and events:
+        scores = (
             self.live_quality(self.model, events)  # before learning them
+            if self.live_quality is not None and events
+            else LiveScores()
+        )
         # Pass 2: learn, in order.
         for event in events:
             consumed[event.type] = consumed.get(event.type, 0) + 1
@@ -187,8 +200,27 @@ class Pipeline:
         # lists resolved now earned (the order decides every later draw).
         feedback = rewards.settle()
         result.decisions = feedback.decisions
-        if self.metrics is not None:
-            self._record_metrics(result, consumed, feedback, (started, decoded_at, learned_at))
+        done = time.perf_counter()
+        model = self.model
+        result.report = BatchReport(
+            consumed=consumed,
+            learned=result.learned,
+            duplicates=result.duplicates,
+            dead_letters=result.dead_letters,
+            recommendations=result.recommendations,
+            event_timestamps_ms=result.event_timestamps_ms,
+            feedback=feedback,
+            rating_predictions=scores.ratings,
+            top_k_hits=scores.hits,
+            decode_s=decoded_at - started,
+            learn_s=learned_at - decoded_at,
+            refresh_s=done - learned_at,
+            model_users=model.n_users,
+            model_items=model.n_items,
+            model_events_learned=model.events_learned,
+        )
+        if report:
+            self.metrics.record_batch(result.report)
         return result
 
     def flush_pending(self) -> list[dict[str, Any]]:
@@ -240,46 +272,3 @@ class Pipeline:
                 )
             )
         return messages
-
-    def _record_metrics(
-        self,
-        result: BatchResult,
-        consumed: dict[str, int],
-        feedback: Feedback,
-        times: tuple[float, float, float],
-    ) -> None:
-        started, decoded_at, learned_at = times
-        m = self.metrics
-        assert m is not None
-        done = time.perf_counter()
-        shown: dict[str, int] = {}
-        for rec in result.recommendations:
-            for item in rec.items:
-                shown[item.source] = shown.get(item.source, 0) + 1
-        for source, n in shown.items():
-            m.bandit_decisions_total.labels(source=source).inc(n)
-        for source, n in feedback.rewarded.items():
-            m.bandit_rewards_total.labels(source=source).inc(n)
-        for source, value in feedback.earned.items():
-            m.bandit_reward_value_total.labels(source=source).inc(value)
-        if feedback.expired_slots:
-            m.bandit_expired_decisions_total.inc(feedback.expired_slots)
-        m.bandit_pending_decisions.set(feedback.pending)
-        total_shown = sum(shown.values())
-        if total_shown:
-            m.exploration_ratio.set(1.0 - shown.get("model", 0) / total_shown)
-        for event_type, n in consumed.items():
-            m.events_consumed_total.labels(type=event_type).inc(n)
-        for dead in result.dead_letters:
-            m.dead_letters_total.labels(reason=dead.reason).inc()
-        if result.dead_letters:
-            m.events_consumed_total.labels(type="invalid").inc(len(result.dead_letters))
-        if result.duplicates:
-            m.duplicates_total.inc(result.duplicates)
-        m.events_learned_total.inc(result.learned)
-        m.batch_duration_seconds.labels(stage="decode").observe(decoded_at - started)
-        m.batch_duration_seconds.labels(stage="learn").observe(learned_at - decoded_at)
-        m.batch_duration_seconds.labels(stage="refresh").observe(done - learned_at)
-        m.model_users.set(self.model.n_users)
-        m.model_items.set(self.model.n_items)
-        m.model_events_learned.set(self.model.events_learned)

@@ -17,7 +17,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -25,9 +25,6 @@ from streamrec.contract.events import AnyEvent, RatingEvent
 from streamrec.core.model import RecommenderModel
 from streamrec.core.recommend import popular_order, top_items
 from streamrec.learners.base import IntArray
-
-if TYPE_CHECKING:
-    from streamrec.obs.metrics import Metrics
 
 
 class PopularCache:
@@ -147,28 +144,39 @@ LIVE_POPULARITY_STALENESS = 1_000
 """Events the live evaluator's popularity fill may lag behind the model."""
 
 
+@dataclass(slots=True)
+class LiveScores:
+    """What `LiveQuality` scored in one batch, for the batch's report (and so the metrics)."""
+
+    ratings: list[tuple[float, float]] = field(default_factory=list)  # (predicted, actual)
+    hits: list[bool] = field(default_factory=list)  # one per evaluable positive event
+
+
 class LiveQuality:
-    """Prequential quality on the live stream, sampled, into the metrics' recent windows.
+    """Prequential quality on the live stream, sampled: what the metrics' recent windows average.
 
     Called once per batch with its valid events, *before* the batch is learned: every
     `sample_every`-th event is scored against the model as it stood at the start of the batch,
     which has not learned it (prequential, though up to one batch staler than the per-event
     replay evaluator). Scoring the batch's samples together costs one matrix product per block
     instead of one small product per sample, which is most of an evaluation's cost.
+
+    It returns the scores rather than counting them: they belong to the batch's report, which
+    the metrics record in one place with the rest of the batch (streamrec.core.observer).
     """
 
-    def __init__(self, metrics: Metrics, k: int, sample_every: int) -> None:
-        self.metrics = metrics
+    def __init__(self, k: int, sample_every: int) -> None:
         self.k = k
         self.sample_every = sample_every
         self._countdown = sample_every  # valid events until the next sample, this one included
         self._popular_cache = PopularCache(max_staleness=LIVE_POPULARITY_STALENESS)
 
-    def __call__(self, model: RecommenderModel, events: Sequence[AnyEvent]) -> None:
+    def __call__(self, model: RecommenderModel, events: Sequence[AnyEvent]) -> LiveScores:
+        scores = LiveScores()
         first = self._countdown - 1
         if first >= len(events):
             self._countdown -= len(events)
-            return
+            return scores
         sampled = events[first :: self.sample_every]
         last = first + (len(sampled) - 1) * self.sample_every
         self._countdown = self.sample_every - (len(events) - 1 - last)
@@ -176,14 +184,15 @@ class LiveQuality:
         for event in sampled:
             if isinstance(event, RatingEvent):
                 predicted = model.predict_rating(event.user_id, event.item_id)
-                self.metrics.record_rating_prediction(predicted, event.rating)
+                scores.ratings.append((predicted, event.rating))
             if model.positive_weight(event) > 0.0:
                 user = model.user_index.get(event.user_id)
                 if user is not None and not model.has_seen(event.user_id, event.item_id):
                     evaluable.append((user, event))
         if not evaluable:
-            return
+            return scores
         popular = self._popular_cache.order(model, self.k)
         shown = top_items(model, [user for user, _ in evaluable], self.k, popular)
         for (_, event), items in zip(evaluable, shown, strict=True):
-            self.metrics.record_top_k_hit(hit_position(model, event, items) is not None)
+            scores.hits.append(hit_position(model, event, items) is not None)
+        return scores

@@ -24,7 +24,7 @@ import threading
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +34,9 @@ from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
+
+if TYPE_CHECKING:
+    from streamrec.core.observer import BatchReport
 
 EVENT_TYPES = ("click", "purchase", "rating", "invalid")
 """Values of the `type` label of `events_consumed_total`: the event types, and `invalid` for a
@@ -215,6 +218,9 @@ class Metrics:
     Attributes are the prometheus-client metric objects; call them directly
     (`m.events_consumed_total.labels(type="click").inc()`), or use the few helpers below that
     exist because they keep state (quality windows) or parse something (librdkafka statistics).
+
+    It is the core's `BatchObserver` (streamrec.core.observer), structurally: `record_batch` is
+    the one place where a batch's figures become metrics.
 
     >>> from prometheus_client import CollectorRegistry
     >>> registry = CollectorRegistry()
@@ -486,6 +492,68 @@ class Metrics:
             self.bandit_reward_value_total.labels(source=source)
         for kind in ("rating", "positive"):
             self.online_evaluated_total.labels(kind=kind)
+
+    # -- one batch ---------------------------------------------------------------------------
+
+    def record_batch(self, report: BatchReport) -> None:
+        """Every per-batch metric, from the batch's report (the core's `BatchObserver`).
+
+        Called once per batch: by the pipeline used on its own, or by the service once the
+        batch is published (then with `report.published`, the figures only it knows).
+        """
+        shown: dict[str, int] = {}
+        for rec in report.recommendations:
+            for item in rec.items:
+                shown[item.source] = shown.get(item.source, 0) + 1
+        for source, n in shown.items():
+            self.bandit_decisions_total.labels(source=source).inc(n)
+        feedback = report.feedback
+        for source, n in feedback.rewarded.items():
+            self.bandit_rewards_total.labels(source=source).inc(n)
+        for source, value in feedback.earned.items():
+            self.bandit_reward_value_total.labels(source=source).inc(value)
+        if feedback.expired_slots:
+            self.bandit_expired_decisions_total.inc(feedback.expired_slots)
+        self.bandit_pending_decisions.set(feedback.pending)
+        total_shown = sum(shown.values())
+        if total_shown:
+            self.exploration_ratio.set(1.0 - shown.get("model", 0) / total_shown)
+
+        for event_type, n in report.consumed.items():
+            self.events_consumed_total.labels(type=event_type).inc(n)
+        for dead in report.dead_letters:
+            self.dead_letters_total.labels(reason=dead.reason).inc()
+        if report.dead_letters:
+            self.events_consumed_total.labels(type="invalid").inc(len(report.dead_letters))
+        if report.duplicates:
+            self.duplicates_total.inc(report.duplicates)
+        self.events_learned_total.inc(report.learned)
+        for predicted, actual in report.rating_predictions:
+            self.record_rating_prediction(predicted, actual)
+        for hit in report.top_k_hits:
+            self.record_top_k_hit(hit)
+
+        stage = self.batch_duration_seconds
+        stage.labels(stage="decode").observe(report.decode_s)
+        stage.labels(stage="learn").observe(report.learn_s)
+        stage.labels(stage="refresh").observe(report.refresh_s)
+        self.model_users.set(report.model_users)
+        self.model_items.set(report.model_items)
+        self.model_events_learned.set(report.model_events_learned)
+
+        published = report.published
+        if published is None:
+            return
+        if report.event_timestamps_ms:
+            sent_s = np.array(report.event_timestamps_ms, dtype=np.float64) / 1000.0
+            self.event_to_publish_latency_seconds.observe_many(
+                np.maximum(published.at - sent_s, 0.0)
+            )
+        if published.relearned:
+            self.events_relearned_total.inc(published.relearned)
+        self.batch_size_events.observe(published.records)
+        stage.labels(stage="publish").observe(published.publish_s)
+        stage.labels(stage="total").observe(published.total_s)
 
     # -- helpers that keep state -------------------------------------------------------------
 

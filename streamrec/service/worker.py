@@ -26,9 +26,8 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-import numpy as np
-
 from streamrec.contract.records import Record
+from streamrec.core.observer import Published
 from streamrec.core.pipeline import BatchResult
 from streamrec.io.broker_watch import BrokerWatch
 from streamrec.io.kafka_config import producer_config
@@ -128,12 +127,14 @@ class Worker:
     # -- one batch --
 
     def handle(self, records: list[Record]) -> BatchResult:
-        """Learn a consumed batch and publish what it produced."""
+        """Learn a consumed batch and publish what it produced; then report the batch, once,
+        with its publish stage (so the pipeline does not report it first)."""
         assert self.sink is not None
         started = time.perf_counter()
         state = self.state
-        learned_before = state.pipeline.events_learned
-        result = state.pipeline.process(records)
+        pipeline = state.pipeline
+        learned_before = pipeline.events_learned
+        result = pipeline.process(records, report=False)
         processed = time.perf_counter()
         self.sink.publish(result.recommendations)
         self.sink.dead_letter(result.dead_letters)
@@ -142,7 +143,7 @@ class Worker:
 
         n = len(records)
         self.committer.record(n)
-        relearned = max(0, min(state.pipeline.events_learned, self.relearn_until) - learned_before)
+        relearned = max(0, min(pipeline.events_learned, self.relearn_until) - learned_before)
         p = self.progress
         p.consumed += n
         p.learned += result.learned
@@ -150,18 +151,17 @@ class Worker:
         p.dead_letters += len(result.dead_letters)
         p.duplicates += result.duplicates
         p.published += len(result.recommendations)
-        if self.metrics is not None:
-            m = self.metrics
-            if result.event_timestamps_ms:
-                sent_s = np.array(result.event_timestamps_ms, dtype=np.float64) / 1000.0
-                latency = np.maximum(time.time() - sent_s, 0.0)
-                m.event_to_publish_latency_seconds.observe_many(latency)
-            if relearned:
-                m.events_relearned_total.inc(relearned)
-            m.batch_size_events.observe(n)
-            done = time.perf_counter()
-            m.batch_duration_seconds.labels(stage="publish").observe(done - processed)
-            m.batch_duration_seconds.labels(stage="total").observe(done - started)
+        report = result.report
+        assert report is not None
+        done = time.perf_counter()
+        report.published = Published(
+            records=n,
+            relearned=relearned,
+            publish_s=done - processed,
+            total_s=done - started,
+            at=time.time(),
+        )
+        pipeline.metrics.record_batch(report)  # this service's Metrics (ModelState gave it)
         return result
 
     # -- between batches --

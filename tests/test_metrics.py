@@ -337,6 +337,23 @@ def test_a_batch_report_becomes_every_per_batch_metric(registry: CollectorRegist
     }
 
 
+def test_a_commit_point_is_recorded_in_one_call(registry: CollectorRegistry) -> None:
+    import time
+
+    metrics = Metrics(registry)
+    before = time.time()
+    metrics.record_checkpoint(0.02, 1234, 50)
+    metrics.record_checkpoint_error()
+    value = registry.get_sample_value
+    assert value("streamrec_checkpoints_total", {"result": "ok"}) == 1
+    assert value("streamrec_checkpoints_total", {"result": "error"}) == 1
+    assert value("streamrec_checkpoint_duration_seconds_sum") == 0.02
+    assert value("streamrec_batch_duration_seconds_sum", {"stage": "checkpoint"}) == 0.02
+    assert value("streamrec_checkpoint_size_bytes") == 1234
+    assert value("streamrec_events_committed_total") == 50
+    assert (value("streamrec_checkpoint_last_success_timestamp_seconds") or 0) >= before
+
+
 def test_default_registry_is_private_so_two_instances_coexist() -> None:
     a, b = Metrics(), Metrics()
     a.events_learned_total.inc()

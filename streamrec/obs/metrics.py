@@ -21,6 +21,7 @@ import contextlib
 import math
 import platform
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import metadata
@@ -554,6 +555,23 @@ class Metrics:
         self.batch_size_events.observe(published.records)
         stage.labels(stage="publish").observe(published.publish_s)
         stage.labels(stage="total").observe(published.total_s)
+
+    # -- one commit point --------------------------------------------------------------------
+
+    def record_checkpoint(self, duration_s: float, size_bytes: int, newly_committed: int) -> None:
+        """A durable checkpoint with its offsets committed: `duration_s` from the producer flush
+        to the offset commit (also the `checkpoint` stage of `batch_duration_seconds`), and
+        `newly_committed` events learned since the previous one."""
+        self.checkpoints_total.labels(result="ok").inc()
+        self.checkpoint_duration_seconds.observe(duration_s)
+        self.batch_duration_seconds.labels(stage="checkpoint").observe(duration_s)
+        self.checkpoint_size_bytes.set(size_bytes)
+        self.checkpoint_last_success_timestamp_seconds.set(time.time())
+        self.events_committed_total.inc(newly_committed)
+
+    def record_checkpoint_error(self) -> None:
+        """A checkpoint that could not be written (the service stops on it)."""
+        self.checkpoints_total.labels(result="error").inc()
 
     # -- helpers that keep state -------------------------------------------------------------
 

@@ -22,10 +22,10 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from typing import Any
 
 from streamrec.io.kafka_sink import KafkaSink
 from streamrec.io.kafka_source import KafkaSource, fmt_offsets
+from streamrec.obs.metrics import Metrics
 from streamrec.service.state import ModelState
 from streamrec.settings import ServiceSettings
 
@@ -53,7 +53,9 @@ class Outcome(enum.Enum):
 class Committer:
     """When commit points are due, and running one."""
 
-    def __init__(self, service: ServiceSettings, state: ModelState, metrics: Any = None) -> None:
+    def __init__(
+        self, service: ServiceSettings, state: ModelState, metrics: Metrics | None = None
+    ) -> None:
         self.service = service
         self.state = state
         self.metrics = metrics
@@ -93,7 +95,7 @@ class Committer:
             meta, path, size = self.state.save(offsets, reason, final=reason in FINAL_REASONS)  # 2
         except Exception:
             if self.metrics is not None:
-                self.metrics.checkpoints_total.labels(result="error").inc()
+                self.metrics.record_checkpoint_error()
             raise
         source.commit(offsets, wait=reason in WAIT_FOR_COMMIT)  # 3
         duration = time.perf_counter() - started
@@ -102,13 +104,9 @@ class Committer:
         self.last = time.monotonic()
         self.checkpoints += 1
         if self.metrics is not None:
-            m = self.metrics
-            m.checkpoints_total.labels(result="ok").inc()
-            m.checkpoint_duration_seconds.observe(duration)
-            m.batch_duration_seconds.labels(stage="checkpoint").observe(duration)
-            m.checkpoint_size_bytes.set(size)
-            m.checkpoint_last_success_timestamp_seconds.set(time.time())
-            m.events_committed_total.inc(max(0, meta.events_learned - committed_before))
+            self.metrics.record_checkpoint(
+                duration, size, max(0, meta.events_learned - committed_before)
+            )
         log.info(
             "checkpoint %s (%s): %d events learned, %d bytes, %.1f ms, offsets %s",
             path.name,

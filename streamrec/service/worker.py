@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict
-from typing import Any
 
 from streamrec.contract.records import Record
 from streamrec.core.observer import Published
@@ -33,6 +32,7 @@ from streamrec.io.broker_watch import BrokerWatch
 from streamrec.io.kafka_config import producer_config
 from streamrec.io.kafka_sink import KafkaSink
 from streamrec.io.kafka_source import TP, KafkaSource
+from streamrec.obs.metrics import Metrics
 from streamrec.service.commit import Committer, Outcome
 from streamrec.service.state import ModelState, Progress
 from streamrec.settings import Settings
@@ -47,7 +47,9 @@ RETRY_FLUSH_S = 0.2
 class Worker:
     """The state shared by the consume loop and the rebalance callbacks of one consumer."""
 
-    def __init__(self, settings: Settings, store: CheckpointStore, metrics: Any = None) -> None:
+    def __init__(
+        self, settings: Settings, store: CheckpointStore, metrics: Metrics | None = None
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.state = ModelState(settings, store, metrics)

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 from streamrec.contract.events import RatingEvent
 from streamrec.contract.records import Record
 from streamrec.core.pipeline import Pipeline
-from streamrec.evaluate.prequential import LiveQuality
+from streamrec.core.quality import LiveQuality
 from streamrec.obs.metrics import Metrics
 from streamrec.settings import ModelSettings
 

@@ -18,9 +18,10 @@ from deploy_files import which
 from prometheus_client import CollectorRegistry, generate_latest
 
 from streamrec.core.observer import BatchObserver, BatchReport, Published
+from streamrec.obs.collectors import RecentWindow
 from streamrec.obs.http import serve
 from streamrec.obs.logs import configure_logging
-from streamrec.obs.metrics import DEAD_LETTER_REASONS, EVENT_TYPES, STAGES, Metrics, RecentWindow
+from streamrec.obs.metrics import DEAD_LETTER_REASONS, EVENT_TYPES, STAGES, Metrics
 
 
 @pytest.fixture
@@ -112,7 +113,8 @@ def test_batch_histogram_exports_what_a_histogram_would() -> None:
     bucket bounds (inclusive), below the first, above the last and NaN included."""
     from prometheus_client import Histogram
 
-    from streamrec.obs.metrics import LATENCY_BUCKETS, BatchHistogram
+    from streamrec.obs.collectors import BatchHistogram
+    from streamrec.obs.metrics import LATENCY_BUCKETS
 
     values = [0.0, 0.001, 0.0011, 0.05, 0.049, 299.0, 300.0, 301.0, 1e9, *LATENCY_BUCKETS]
     values += [n / 997 for n in range(2000)]

@@ -12,9 +12,9 @@ import pytest
 from streamrec.bandit.policies import SlotPolicy
 from streamrec.contract.records import Record
 from streamrec.core.pipeline import Pipeline
+from streamrec.core.quality import PrequentialEvaluator
 from streamrec.core.recommend import popular_order, top_items
 from streamrec.data.synthetic import generate_events
-from streamrec.evaluate.prequential import PrequentialEvaluator
 from streamrec.io.file_source import from_values
 from streamrec.settings import ModelSettings
 

@@ -32,9 +32,9 @@ from streamrec.contract.records import DeadLetter, Record
 from streamrec.core.model import RecommenderModel
 from streamrec.core.observer import NO_OBSERVER, BatchObserver, BatchReport
 from streamrec.core.preprocess import Preprocessor
+from streamrec.core.quality import LiveQuality, LiveScores
 from streamrec.core.recommend import recommend, slot_context
 from streamrec.errors import CheckpointError
-from streamrec.evaluate.prequential import LiveQuality, LiveScores
 from streamrec.settings import ModelSettings
 
 __all__ = ["BatchResult", "DeadLetter", "Pipeline", "PipelineState", "Record"]

@@ -1,8 +1,7 @@
 """Offline measurement: how good the model is, judged on the stream it learns from.
 
-- `prequential.py`: test-then-learn metrics (RMSE, MAE, Recall@K, NDCG@K), and `LiveQuality`,
-  the sampled version the service reports to Prometheus.
-- `replay.py`: an event-log file through the production `Pipeline`, with that evaluation.
+- `replay.py`: an event-log file through the production `Pipeline`, scored test-then-learn by
+  `core/quality.py` (RMSE, MAE, Recall@K, NDCG@K; the service reports a sampled version live).
 - `report.py`: plots of a replay report.
 
 Off-policy evaluation of exploration policies lives with the bandit (`streamrec.bandit.offpolicy`).

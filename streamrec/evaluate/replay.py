@@ -19,7 +19,7 @@ from rich.table import Table
 
 from streamrec.contract.records import Record
 from streamrec.core.pipeline import BatchResult, Pipeline
-from streamrec.evaluate.prequential import PrequentialEvaluator
+from streamrec.core.quality import PrequentialEvaluator
 from streamrec.io.edges import Sink, Source
 from streamrec.io.file_sink import DecisionLogFile, JsonlSink
 from streamrec.io.file_source import FileSource

@@ -8,7 +8,7 @@ Delivery semantics (DESIGN.md, "State and delivery semantics"):
   (or, if the group's committed offset is further, there: another instance learned those events
   since), else at the committed offset, else at `auto.offset.reset` (earliest). Records below a
   partition's position are never learned, so a replayed tail cannot be learned twice; a log that
-  no longer holds the position is a log reset (streamrec.io.kafka_source), never a silent skip.
+  no longer holds the position is a log reset (streamrec.io.partitions), never a silent skip.
 * Offsets are committed only after the checkpoint that holds them is durable, and a checkpoint is
   written only after every output of the events it covers was delivered (streamrec.service.commit
   writes the order down). Lost partitions, lost outputs and a fatal producer roll the model back

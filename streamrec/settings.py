@@ -110,6 +110,13 @@ class KafkaSettings(_Section):
     dlq_topic: str = Field(
         "streamrec.events.dlq", description="Where undecodable/invalid records go, with headers."
     )
+    learn_log_topic: str | None = Field(
+        None,
+        description="Several instances, one model: a one-partition topic into which each "
+        "instance forwards the events of the partitions it owns, and from which every instance "
+        "learns every event in the same order; each publishes the lists of its own partitions' "
+        "users. Unset: each instance learns only the partitions it owns.",
+    )
     consumer: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="Extra librdkafka consumer options, passed through."
     )
@@ -141,6 +148,11 @@ class ServiceSettings(_Section):
     checkpoint_key_file: Path | None = Field(
         None,
         description="Instead of checkpoint_key: a file holding the key (a mounted secret).",
+    )
+    instance_id: str | None = Field(
+        None,
+        description="With kafka.learn_log_topic: this instance's name, stable across restarts "
+        "(its learn-log position is kept under it). Unset: one generated into state_dir.",
     )
     batch_size: int = Field(2000, ge=1, description="Max records per poll.")
     poll_timeout_s: float = Field(0.05, gt=0, description="Longest wait for a batch.")

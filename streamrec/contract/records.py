@@ -26,6 +26,10 @@ class Record:
     partition: int = 0
     offset: int = 0
     timestamp_ms: int | None = None
+    # With a learn log (kafka.learn_log_topic): the partition ("topic:partition") and offset the
+    # event first arrived at, before it was forwarded into the learn log; "" and -1 otherwise.
+    origin: str = ""
+    origin_offset: int = -1
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,6 +53,8 @@ class Preprocessor:
         self.settings = settings
         self._recent_ids: deque[str] = deque()
         self._recent_set: set[str] = set()
+        # Learn-log records: the next origin offset not learned yet, per origin partition.
+        self._origins: dict[str, int] = {}
 
     @property
     def settings(self) -> ModelSettings:
@@ -72,12 +74,21 @@ class Preprocessor:
     def __getstate__(self) -> dict[str, object]:
         # A set of strings pickles in hash order, which differs between processes: store the
         # deque (arrival order) only and rebuild the set.
-        return {"settings": self.settings, "recent_ids": list(self._recent_ids)}
+        return {
+            "settings": self.settings,
+            "recent_ids": list(self._recent_ids),
+            "origins": sorted(self._origins.items()),
+        }
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.settings = state["settings"]  # type: ignore[assignment]
         self._recent_ids = deque(state["recent_ids"])  # type: ignore[call-overload]
         self._recent_set = set(self._recent_ids)
+        self._origins = dict(state.get("origins", ()))  # type: ignore[call-overload]
+
+    def origin_positions(self) -> dict[str, int]:
+        """Per origin partition, the next origin offset not learned (learn-log mode)."""
+        return dict(self._origins)
 
     def check(
         self, record: Record, now: float | None = None, require_key: bool = False
@@ -86,7 +97,19 @@ class Preprocessor:
 
         `require_key` (Kafka sources): a valid event without a key is a dead letter too. It is
         judged after the value, so the same bytes get the same reason from every source.
+
+        A learn-log record (one with an `origin`) is judged by the log alone, so every instance
+        that reads the log judges it the same: it is a duplicate if its origin offset was
+        learned already (a forwarder that crashed before committing forwards again), and "now"
+        is the time it was forwarded (its timestamp), not this instance's clock.
         """
+        if record.origin:
+            expected = self._origins.get(record.origin, -1)
+            if record.origin_offset < expected:
+                return None
+            self._origins[record.origin] = record.origin_offset + 1
+            if record.timestamp_ms is not None:
+                now = record.timestamp_ms / 1000.0
         value = record.value
         if not value:  # None, or no bytes
             return DeadLetter(record, "empty_value", "record has no value (tombstone or empty)")

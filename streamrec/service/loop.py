@@ -20,8 +20,10 @@ Delivery semantics (DESIGN.md, "State and delivery semantics"):
   its offsets win over the group's, so this model relearns the events it lost. With several
   instances, events another instance learned meanwhile from those partitions are learned again.
 
-Model state is per instance: with several instances each learns from its own partitions.
-Reconciling MF item factors between instances is a later issue; nothing here assumes one instance.
+Several instances: without `kafka.learn_log_topic` each learns only the partitions it owns (its
+own model). With it, each forwards its partitions into the learn log and learns the whole log as
+a replica (streamrec.service.forwarder), so all hold one model; checkpoints and offsets above
+are then the replica's, on the learn log.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from streamrec.obs.http import MetricsServer
 from streamrec.obs.http import serve as serve_metrics
 from streamrec.obs.metrics import Metrics
 from streamrec.service.commit import Outcome
+from streamrec.service.forwarder import Forwarder, replica_settings
 from streamrec.service.state import Progress, RunSummary
 from streamrec.service.worker import Worker
 from streamrec.settings import ServiceSettings, Settings
@@ -91,13 +94,21 @@ def run(
     stop = stop if stop is not None else threading.Event()
     # First thing: without a key that was set on purpose nothing starts, not even /metrics.
     store = CheckpointStore(service.state_dir, signing_key(service), service.checkpoints_kept)
-    worker = Worker(settings, store, metrics)
+    forwarder: Forwarder | None = None
+    if settings.kafka.learn_log_topic is not None:
+        forwarder = Forwarder(settings)
+        settings = replica_settings(settings)
+        worker = Worker(settings, store, metrics, owned=lambda: forwarder.owned)
+    else:
+        worker = Worker(settings, store, metrics)
     # Serving before the restore: /healthz answers while a large checkpoint loads, /readyz waits.
     server = start_metrics_server(service, metrics, worker.ready)
     stopped_by = "stop"
     try:
         worker.restore()
         worker.connect()
+        if forwarder is not None:
+            forwarder.start(service.connect_timeout_s)
         source = worker.source
         assert source is not None
         # Idle time counts from the last record or the last rebalance, whichever is later, and
@@ -127,6 +138,8 @@ def run(
                 elif last_record is None or source.rebalances != rebalances_seen:
                     last_record, rebalances_seen = now, source.rebalances
                 worker.tick()
+                if forwarder is not None:
+                    forwarder.check()
                 if (
                     stop_when_idle is not None
                     and last_record is not None
@@ -141,6 +154,8 @@ def run(
         worker.failed = True  # the revoke inside close() must not checkpoint a failed state
         raise
     finally:
+        if forwarder is not None:
+            forwarder.close()
         worker.close()
         if server is not None:
             server.close()

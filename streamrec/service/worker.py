@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 
 from streamrec.contract.records import Record
@@ -48,9 +49,16 @@ class Worker:
     """The state shared by the consume loop and the rebalance callbacks of one consumer."""
 
     def __init__(
-        self, settings: Settings, store: CheckpointStore, metrics: Metrics | None = None
+        self,
+        settings: Settings,
+        store: CheckpointStore,
+        metrics: Metrics | None = None,
+        owned: Callable[[], frozenset[str]] | None = None,
     ) -> None:
         self.settings = settings
+        # A replica of the learn log (streamrec.service.forwarder) learns every record but
+        # publishes only for the origins ("topic:partition") this instance forwards now.
+        self.owned = owned
         self.metrics = metrics
         self.state = ModelState(settings, store, metrics)
         self.committer = Committer(settings.service, self.state, metrics)
@@ -74,7 +82,13 @@ class Worker:
 
     def connect(self) -> None:
         """Consumer and producer; fails with one clear line if Kafka does not answer."""
-        self.source = KafkaSource(self.settings, self, metrics=self.metrics, watch=self.watch)
+        self.source = KafkaSource(
+            self.settings,
+            self,
+            metrics=self.metrics,
+            watch=self.watch,
+            learn_log=self.owned is not None,
+        )
         self.source.wait_until_reachable(self.settings.service.connect_timeout_s)
         self.sink = self._new_sink()
         self.source.subscribe()
@@ -138,8 +152,17 @@ class Worker:
         learned_before = pipeline.events_learned
         result = pipeline.process(records, report=False)
         processed = time.perf_counter()
-        self.sink.publish(result.recommendations)
-        self.sink.dead_letter(result.dead_letters)
+        recommendations, dead_letters = result.recommendations, result.dead_letters
+        if self.owned is not None:
+            owned = self.owned()
+            recommendations = [
+                r
+                for r, origin in zip(recommendations, result.origins, strict=True)
+                if origin in owned
+            ]
+            dead_letters = [d for d in dead_letters if d.record.origin in owned]
+        self.sink.publish(recommendations)
+        self.sink.dead_letter(dead_letters)
         if state.ledger is not None:
             state.ledger.add(records)
 
@@ -150,11 +173,14 @@ class Worker:
         p.consumed += n
         p.learned += result.learned
         p.relearned += relearned
-        p.dead_letters += len(result.dead_letters)
+        p.dead_letters += len(dead_letters)
         p.duplicates += result.duplicates
-        p.published += len(result.recommendations)
+        p.published += len(recommendations)
         report = result.report
         assert report is not None
+        # What this instance published (with a learn log, every instance learns every record,
+        # so counting all of them would count each list and dead letter once per instance).
+        report.recommendations, report.dead_letters = recommendations, dead_letters
         done = time.perf_counter()
         report.published = Published(
             records=n,

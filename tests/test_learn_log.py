@@ -25,8 +25,10 @@ from kafka_helpers import (
     read_topic,
 )
 
+from streamrec import service
 from streamrec.contract.records import Record
 from streamrec.core.pipeline import Pipeline
+from streamrec.errors import ConfigError
 from streamrec.io.kafka_config import create_topics
 from streamrec.io.kafka_source import to_learn_record
 from streamrec.settings import KafkaSettings, ServiceSettings, Settings, load_settings
@@ -197,3 +199,13 @@ def test_learn_log_records_are_judged_by_the_log_alone() -> None:
     assert (result.learned, result.duplicates, result.dead_letters) == (2, 1, [])
     assert result.origins == ["events:1"] * len(result.recommendations)
     assert pipeline.preprocessor.origin_positions() == {"events:1": 7}
+
+
+@pytest.mark.parametrize("partitions", [0, 2])
+def test_a_learn_log_that_is_missing_or_split_stops_the_service_with_how_to_fix_it(
+    kafka_bootstrap: str, unique_topic: Callable[..., str], tmp_path: Path, partitions: int
+) -> None:
+    topic = unique_topic("events", partitions=PARTITIONS)
+    learn_log = unique_topic("learn", partitions=partitions) if partitions else f"{topic}.none"
+    with pytest.raises(ConfigError, match=r"kafka\.learn_log_topic.*partitions 1"):
+        service.run(settings(kafka_bootstrap, topic, learn_log, tmp_path), max_events=1)

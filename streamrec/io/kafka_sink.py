@@ -54,13 +54,20 @@ Headers = list[tuple[str, bytes]]
 
 
 def dead_letter_headers(dead: DeadLetter) -> Headers:
+    """Why, and where the record came from: its event topic, also when it was read from the
+    learn log (then `origin` names the event partition it was forwarded from)."""
     record = dead.record
+    if record.origin:
+        topic, _, partition = record.origin.rpartition(":")
+        offset = str(record.origin_offset)
+    else:
+        topic, partition, offset = record.topic, str(record.partition), str(record.offset)
     return [
         ("streamrec.error.reason", dead.reason.encode()),
         ("streamrec.error.message", dead.error[:DLQ_MESSAGE_LIMIT].encode()),
-        ("streamrec.source.topic", record.topic.encode()),
-        ("streamrec.source.partition", str(record.partition).encode()),
-        ("streamrec.source.offset", str(record.offset).encode()),
+        ("streamrec.source.topic", topic.encode()),
+        ("streamrec.source.partition", partition.encode()),
+        ("streamrec.source.offset", offset.encode()),
     ]
 
 

@@ -271,6 +271,13 @@ class Metrics:
             registry=r,
         )
 
+        self.forwarded_records_total = Counter(
+            "streamrec_forwarded_records",
+            "Records this instance forwarded from its event partitions into the learn log "
+            "(kafka.learn_log_topic); repeats after a crash count again.",
+            registry=r,
+        )
+
         # -- recommendations and bandit --
         self.recommendations_published_total = Counter(
             "streamrec_recommendations_published",

@@ -28,9 +28,10 @@ from typing import Any
 from confluent_kafka import Producer
 
 from streamrec.contract.records import MAX_RECORD_BYTES
-from streamrec.errors import StreamrecError
+from streamrec.errors import ConfigError, StreamrecError
 from streamrec.io.kafka_config import produce, producer_config
 from streamrec.io.kafka_source import ORIGIN_HEADER, TP, KafkaSource
+from streamrec.obs.metrics import Metrics
 from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,13 +43,15 @@ COMMIT_EVERY_S = 1.0
 class Forwarder:
     """Forwards the event partitions this instance owns into the learn log, on its own thread."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         kafka = settings.kafka
         if kafka.learn_log_topic is None:
             raise ValueError("a Forwarder needs kafka.learn_log_topic")
         self.settings = settings
         self.topic = kafka.learn_log_topic
-        self.source = KafkaSource(settings, self)
+        # Its consumer is the one in the events' group: its lag is the lag operators watch.
+        self.source = KafkaSource(settings, self, metrics=metrics)
+        self.metrics = metrics
         self.producer = Producer(producer_config(kafka))
         self.owned: frozenset[str] = frozenset()
         """The origins ("topic:partition") forwarded here now; read by the replica's worker."""
@@ -62,6 +65,7 @@ class Forwarder:
 
     def start(self, connect_timeout_s: float) -> None:
         self.source.wait_until_reachable(connect_timeout_s)
+        self._check_learn_log(connect_timeout_s)
         self.source.subscribe()
         self._thread.start()
 
@@ -76,6 +80,22 @@ class Forwarder:
             self._thread.join(timeout_s)
         self.source.close()  # leaves the group: the next owner starts at what was committed
         self.producer.flush(5.0)
+
+    def _check_learn_log(self, timeout_s: float) -> None:
+        """The learn log must exist with exactly one partition: its one order is the model's."""
+        metadata = self.source.consumer.list_topics(self.topic, timeout=timeout_s)
+        topic = metadata.topics.get(self.topic)
+        how = (
+            f"create it with one partition and no retention limit, e.g. kafka-topics.sh --create "
+            f"--topic {self.topic} --partitions 1 --config retention.ms=-1"
+        )
+        if topic is None or topic.error is not None:
+            raise ConfigError(f"kafka.learn_log_topic {self.topic!r} does not exist: {how}")
+        if len(topic.partitions) != 1:
+            raise ConfigError(
+                f"kafka.learn_log_topic {self.topic!r} has {len(topic.partitions)} partitions; "
+                f"it needs exactly one (every instance learns it in one order): {how}"
+            )
 
     # -- the thread --
 
@@ -101,6 +121,8 @@ class Forwarder:
                         on_delivery=self._delivered,
                     )
                 self.forwarded += len(records)
+                if self.metrics is not None and records:
+                    self.metrics.forwarded_records_total.inc(len(records))
                 self.producer.poll(0)
                 self.owned = frozenset(f"{t}:{p}" for t, p in self.source.positions)
                 if time.monotonic() - last_commit >= COMMIT_EVERY_S:

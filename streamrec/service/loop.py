@@ -96,7 +96,7 @@ def run(
     store = CheckpointStore(service.state_dir, signing_key(service), service.checkpoints_kept)
     forwarder: Forwarder | None = None
     if settings.kafka.learn_log_topic is not None:
-        forwarder = Forwarder(settings)
+        forwarder = Forwarder(settings, metrics)
         settings = replica_settings(settings)
         worker = Worker(settings, store, metrics, owned=lambda: forwarder.owned)
     else:

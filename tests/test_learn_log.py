@@ -29,8 +29,9 @@ from streamrec import service
 from streamrec.contract.records import Record
 from streamrec.core.pipeline import Pipeline
 from streamrec.errors import ConfigError
+from streamrec.io import learn_log
 from streamrec.io.kafka_config import create_topics
-from streamrec.io.kafka_source import to_learn_record
+from streamrec.io.kafka_source import to_record
 from streamrec.settings import KafkaSettings, ServiceSettings, Settings, load_settings
 from streamrec.store import checkpoint
 
@@ -42,19 +43,19 @@ PARTITIONS = 4
 def topics(bootstrap: str, unique_topic: Callable[..., str]) -> tuple[str, str]:
     """A fresh 4-partition event topic and its one-partition learn log (plus outputs)."""
     topic = unique_topic("events", partitions=PARTITIONS)
-    learn_log = f"{topic}.learn"
-    create_topics(bootstrap, [learn_log, f"{topic}.recs", f"{topic}.dlq"])
-    return topic, learn_log
+    log = f"{topic}.learn"
+    create_topics(bootstrap, [log, f"{topic}.recs", f"{topic}.dlq"])
+    return topic, log
 
 
-def settings(bootstrap: str, topic: str, learn_log: str, state_dir: Path) -> Settings:
+def settings(bootstrap: str, topic: str, log_topic: str, state_dir: Path) -> Settings:
     return Settings(
         model=MODEL,
         kafka=KafkaSettings(
             bootstrap_servers=bootstrap,
             topics=[topic],
             group_id=f"g-{topic}",
-            learn_log_topic=learn_log,
+            learn_log_topic=log_topic,
             recommendations_topic=f"{topic}.recs",
             dlq_topic=f"{topic}.dlq",
             consumer=dict(FAST_GROUP),
@@ -70,15 +71,13 @@ def settings(bootstrap: str, topic: str, learn_log: str, state_dir: Path) -> Set
     )
 
 
-def learn_log_replayed(bootstrap: str, learn_log: str, n: int) -> tuple[str, dict[str, int]]:
-    """The digest of one in-process pass over the learn log's first `n` records, in log order
-    (what every replica must equal), and the origin positions that pass ends at."""
-    messages = read_topic(bootstrap, learn_log, n)
+def learn_log_replayed(bootstrap: str, learn_log_topic: str, n: int) -> Pipeline:
+    """One in-process pass over the learn log's first `n` messages, in log order and in its
+    batches: what every replica must equal."""
     pipeline = Pipeline(MODEL)
-    records = [to_learn_record(m) for m in messages]
-    for start in range(0, len(records), 1000):
-        pipeline.process(records[start : start + 1000], refresh=False)
-    return pipeline.model_digest(), pipeline.preprocessor.origin_positions()
+    for message in read_topic(bootstrap, learn_log_topic, n):
+        pipeline.process(learn_log.decode(to_record(message)))
+    return pipeline
 
 
 def end_offsets(bootstrap: str, topic: str, n: int) -> dict[str, int]:
@@ -101,12 +100,12 @@ def test_two_instances_hold_one_model_and_split_the_publishing(
     kafka_bootstrap: str, unique_topic: Callable[..., str], tmp_path: Path
 ) -> None:
     total = 4_000
-    topic, learn_log = topics(kafka_bootstrap, unique_topic)
+    topic, log_topic = topics(kafka_bootstrap, unique_topic)
     values = make_events(total, seed=21)
     produce(kafka_bootstrap, topic, values[: total // 2])
-    a = Instance(settings(kafka_bootstrap, topic, learn_log, tmp_path / "a"))
-    b = Instance(settings(kafka_bootstrap, topic, learn_log, tmp_path / "b"))
-    wait_until(lambda: a.now().assigned and b.now().assigned, 30, "both replicas to start")
+    a = Instance(settings(kafka_bootstrap, topic, log_topic, tmp_path / "a"))
+    b = Instance(settings(kafka_bootstrap, topic, log_topic, tmp_path / "b"))
+    wait_until(lambda: a.now().assigned > 0 < b.now().assigned, 30, "both replicas to start")
     produce(kafka_bootstrap, topic, values[total // 2 :])
     wait_until(
         lambda: a.now().events_learned == total and b.now().events_learned == total,
@@ -115,14 +114,20 @@ def test_two_instances_hold_one_model_and_split_the_publishing(
     )
     summaries = [a.finish(), b.finish()]
 
-    digest, origins = learn_log_replayed(kafka_bootstrap, learn_log, total)
-    assert [s.model_digest for s in summaries] == [digest, digest]
-    assert origins == end_offsets(kafka_bootstrap, topic, total)
+    infos = [checkpoint.inspect(tmp_path / name, KEY) for name in ("a", "b")]
+    [position] = {info["offsets"][0]["offset"] for info in infos}  # both at the log's end
+    replayed = learn_log_replayed(kafka_bootstrap, log_topic, position)
+    assert [s.model_digest for s in summaries] == [replayed.model_digest()] * 2
+    assert replayed.preprocessor.origin_positions() == end_offsets(kafka_bootstrap, topic, total)
+    # Not only the model: the same batches drew the same exploration, so all state is equal.
+    for info in infos:
+        state = checkpoint.load(Path(info["path"]), KEY).state.pipeline
+        assert Pipeline.from_state(MODEL, state).state_digest() == replayed.state_digest()
     # Both forwarded (the group split the partitions), and between them every user got a list.
     assert all(s.published > 0 for s in summaries), summaries
     lists = read_topic(kafka_bootstrap, f"{topic}.recs", sum(s.published for s in summaries))
     users = {orjson.loads(v)["user_id"] for v in values}
-    assert {orjson.loads(m.value())["user_id"] for m in lists} == users
+    assert {orjson.loads(m.value() or b"")["user_id"] for m in lists} == users
 
 
 @pytest.mark.slow
@@ -130,12 +135,12 @@ def test_a_sigkilled_instance_restarts_and_every_replica_learns_each_event_once(
     kafka_bootstrap: str, unique_topic: Callable[..., str], tmp_path: Path
 ) -> None:
     total = 8_000
-    topic, learn_log = topics(kafka_bootstrap, unique_topic)
+    topic, log_topic = topics(kafka_bootstrap, unique_topic)
     values = make_events(total, seed=22)
     produce(kafka_bootstrap, topic, values[: total // 2])
     env = {
         "STREAMREC_MODEL__RATING_MODEL": MODEL.rating_model,
-        "STREAMREC_KAFKA__LEARN_LOG_TOPIC": learn_log,
+        "STREAMREC_KAFKA__LEARN_LOG_TOPIC": log_topic,
         "STREAMREC_KAFKA__RECOMMENDATIONS_TOPIC": f"{topic}.recs",
         "STREAMREC_KAFKA__DLQ_TOPIC": f"{topic}.dlq",
         "STREAMREC_KAFKA__CONSUMER": orjson.dumps(FAST_GROUP).decode(),
@@ -169,17 +174,20 @@ def test_a_sigkilled_instance_restarts_and_every_replica_learns_each_event_once(
     ends = end_offsets(kafka_bootstrap, topic, total)
     infos = {name: checkpoint.inspect(tmp_path / name, KEY) for name in ("a", "b")}
     positions = {name: info["offsets"][0]["offset"] for name, info in infos.items()}
-    assert min(positions.values()) >= total  # forwarded at least once, some of it twice
-    digest, origins = learn_log_replayed(kafka_bootstrap, learn_log, max(positions.values()))
-    assert origins == ends
+    replayed = learn_log_replayed(kafka_bootstrap, log_topic, max(positions.values()))
+    digest = replayed.model_digest()
+    assert replayed.preprocessor.origin_positions() == ends
     for name, info in infos.items():
         assert info["events_learned"] == total, name
         assert info["model_digest"] == digest, name  # repeats past a shorter prefix change nothing
         # The replica learned every learn-log record up to its position exactly once...
-        assert ledger_problems([info["extra"]["ledger"]], {f"{learn_log}:0": positions[name]}) == []
+        assert ledger_problems([info["extra"]["ledger"]], {f"{log_topic}:0": positions[name]}) == []
         # ...and so every source offset once: the repeats were dropped by origin.
         state = checkpoint.load(Path(info["path"]), KEY).state.pipeline
         assert state.preprocessor.origin_positions() == ends, name
+        # The whole state, bandit included, is the log replayed: through the SIGKILL too.
+        own = learn_log_replayed(kafka_bootstrap, log_topic, positions[name])
+        assert Pipeline.from_state(MODEL, state).state_digest() == own.state_digest(), name
 
 
 def test_learn_log_records_are_judged_by_the_log_alone() -> None:
@@ -206,6 +214,35 @@ def test_a_learn_log_that_is_missing_or_split_stops_the_service_with_how_to_fix_
     kafka_bootstrap: str, unique_topic: Callable[..., str], tmp_path: Path, partitions: int
 ) -> None:
     topic = unique_topic("events", partitions=PARTITIONS)
-    learn_log = unique_topic("learn", partitions=partitions) if partitions else f"{topic}.none"
+    log_topic = unique_topic("learn", partitions=partitions) if partitions else f"{topic}.none"
     with pytest.raises(ConfigError, match=r"kafka\.learn_log_topic.*partitions 1"):
-        service.run(settings(kafka_bootstrap, topic, learn_log, tmp_path), max_events=1)
+        service.run(settings(kafka_bootstrap, topic, log_topic, tmp_path), max_events=1)
+
+
+def test_a_learn_log_message_holds_a_forwarded_batch_exactly() -> None:
+    records = [
+        Record(b'{"a": 1}', b"u1", "events", 3, 17, 5),
+        Record(None, None, "events", 3, 18, 6),
+        Record(b"", b"", "other", 0, 2**40, None),
+        Record(b"\xff" * 70_000, b"u2", "events", 1, 0, 7),
+    ]
+    data = learn_log.encode(records)
+    message = Record(data, None, "log", 0, 9, 1234)
+    decoded = learn_log.decode(message)
+    assert [(r.value, r.key, r.origin, r.origin_offset) for r in decoded] == [
+        (r.value, r.key, f"{r.topic}:{r.partition}", r.offset) for r in records
+    ]
+    assert {(r.topic, r.partition, r.offset, r.timestamp_ms) for r in decoded} == {
+        ("log", 0, 9, 1234)
+    }
+    for damaged in (b"not ours", data[:-1], data + b"x"):
+        with pytest.raises(learn_log.LearnLogError):
+            learn_log.decode(Record(damaged, None, "log", 0, 10))
+
+
+def test_forwarded_batches_stay_under_the_message_limit() -> None:
+    big = [Record(b"x" * 60_000, b"k", "e", 0, i) for i in range(30)]
+    cut = learn_log.batches(big, max_records=1000)
+    assert [r for batch in cut for r in batch] == big
+    assert all(len(learn_log.encode(batch)) <= learn_log.MAX_BATCH_BYTES for batch in cut)
+    assert [len(b) for b in learn_log.batches(big[:5], max_records=2)] == [2, 2, 1]

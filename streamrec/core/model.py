@@ -262,11 +262,16 @@ class RecommenderModel:
         process (no hash-order or object-identity dependence), which is what the crash tests
         compare.
         """
-        h = hashlib.sha256()
         # Settings are configuration, not learning (and pydantic tracks which fields were set
         # explicitly, which would make equal models hash differently).
-        _feed(h, {k: v for k, v in self.__dict__.items() if k != "settings"}, set())
-        return h.hexdigest()
+        return canonical_digest({k: v for k, v in self.__dict__.items() if k != "settings"})
+
+
+def canonical_digest(obj: Any) -> str:
+    """SHA-256 of `obj` in a canonical order: equal content, equal digest, in any process."""
+    h = hashlib.sha256()
+    _feed(h, obj, set())
+    return h.hexdigest()
 
 
 def _position(history: bytes, entry: bytes) -> int:

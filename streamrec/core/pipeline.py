@@ -29,7 +29,7 @@ from streamrec.bandit.policies import SlotPolicy
 from streamrec.bandit.rewards import PendingRewards, RewardLoop
 from streamrec.contract.events import AnyEvent, RatingEvent, Recommendation, RecommendedItem
 from streamrec.contract.records import DeadLetter, Record
-from streamrec.core.model import RecommenderModel
+from streamrec.core.model import RecommenderModel, canonical_digest
 from streamrec.core.observer import NO_OBSERVER, BatchObserver, BatchReport
 from streamrec.core.preprocess import Preprocessor
 from streamrec.core.quality import LiveQuality, LiveScores
@@ -153,6 +153,16 @@ class Pipeline:
         """Digest of what was learned from events (not of exploration, which depends on when
         lists were refreshed, i.e. on batch boundaries)."""
         return self.model.digest()
+
+    def state_digest(self) -> str:
+        """Digest of the whole state: the model, the dedup window and origins, the exploration
+        policy and the rewards it awaits. Replicas of one learn log that stand at the same
+        position have the same one (the model digest alone leaves out exploration)."""
+        preprocessor = self.preprocessor.__getstate__()
+        del preprocessor["settings"]  # configuration, as in the model's digest
+        return canonical_digest(
+            [self.model.digest(), preprocessor, self.policy, self.rewards.pending]
+        )
 
     def process(
         self, records: Sequence[Record], *, refresh: bool = True, report: bool = True

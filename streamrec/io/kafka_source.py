@@ -44,10 +44,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-ORIGIN_HEADER = "streamrec-origin"
-"""Header of a learn-log record: "topic:partition:offset" of the event it forwards."""
-
-
 def to_record(message: Message) -> Record:
     """A consumed Kafka message as the pipeline's source-agnostic Record."""
     kind, timestamp = message.timestamp()
@@ -61,26 +57,6 @@ def to_record(message: Message) -> Record:
     )
 
 
-def to_learn_record(message: Message) -> Record:
-    """A learn-log message as a Record that knows where its event first arrived.
-
-    A message without the header (produced to the learn log by something else) is its own
-    origin, so it is still judged the same way by every replica.
-    """
-    record = to_record(message)
-    origin = f"{record.topic}:{record.partition}:{record.offset}"
-    for header in message.headers() or ():
-        name, value = header[0], header[1]
-        if name == ORIGIN_HEADER and isinstance(value, bytes):
-            origin = value.decode(errors="replace")
-    where, _, offset = origin.rpartition(":")
-    try:
-        record.origin, record.origin_offset = where, int(offset)
-    except ValueError:
-        record.origin, record.origin_offset = f"{record.topic}:{record.partition}", record.offset
-    return record
-
-
 class KafkaSource:
     """The consumer side of the service."""
 
@@ -91,11 +67,8 @@ class KafkaSource:
         *,
         metrics: Any = None,
         watch: BrokerWatch | None = None,
-        learn_log: bool = False,
     ) -> None:
         kafka = settings.kafka
-        # A replica reads the learn log (see streamrec.service.forwarder): records carry origins.
-        self._to_record = to_learn_record if learn_log else to_record
         self.kafka = kafka
         self.metrics = metrics
         self.watch = watch
@@ -155,7 +128,7 @@ class KafkaSource:
             if error is not None:
                 self._on_message_error(message, error)
                 continue
-            record = self._to_record(message)
+            record = to_record(message)
             key = (record.topic, record.partition)
             position = positions.get(key, NOT_OWNED)
             if position == NOT_OWNED:

@@ -3,11 +3,12 @@
 With `kafka.learn_log_topic` set, the instances of a consumer group do not each learn their own
 partitions (that splits every user's history across models, and every item's statistics). The
 group only decides who *forwards* which event partition: `Forwarder` consumes the partitions this
-instance owns and appends each record, untouched, to the one-partition learn log, with a header
-naming where it came from. Every instance then learns the whole learn log, in its one order, as a
-replica (`streamrec.service.loop`), so every instance holds the same model, and publishes only the
-lists of users whose partition it forwards (`Worker.owned`). This is Kafka Streams' global store
-made of a log topic: ownership follows the group's assignment, state follows the log.
+instance owns and appends each polled batch, untouched, as one message to the one-partition
+learn log (`streamrec.io.learn_log`: each record with the partition and offset it came from).
+Every instance then learns the whole learn log, in its one order and in those batches, as a
+replica (`streamrec.service.loop`), so every instance holds the same state, and publishes only
+the lists of users whose partition it forwards (`Worker.owned`). This is Kafka Streams' global
+store made of a log topic: ownership follows the group's assignment, state follows the log.
 
 Delivery: forwarding is at-least-once. Offsets of an event partition are committed only after
 everything forwarded from it was delivered to the learn log; a forwarder that dies before that is
@@ -23,14 +24,16 @@ import logging
 import threading
 import time
 import uuid
+from dataclasses import replace
 from typing import Any
 
 from confluent_kafka import Producer
 
-from streamrec.contract.records import MAX_RECORD_BYTES
+from streamrec.contract.records import MAX_RECORD_BYTES, Record
 from streamrec.errors import ConfigError, StreamrecError
+from streamrec.io import learn_log
 from streamrec.io.kafka_config import produce, producer_config
-from streamrec.io.kafka_source import ORIGIN_HEADER, TP, KafkaSource
+from streamrec.io.kafka_source import TP, KafkaSource
 from streamrec.obs.metrics import Metrics
 from streamrec.settings import Settings
 
@@ -105,19 +108,11 @@ class Forwarder:
         try:
             while not self._stop.is_set():
                 records = self.source.poll(service.batch_size, service.poll_timeout_s)
-                for record in records:
-                    value = record.value
-                    if value is not None and len(value) > MAX_RECORD_BYTES:
-                        # Still over the limit, so the replicas dead-letter it as oversize, but
-                        # never more than the learn log must carry.
-                        value = value[: MAX_RECORD_BYTES + 1]
-                    origin = f"{record.topic}:{record.partition}:{record.offset}".encode()
+                for batch in learn_log.batches(records, service.batch_size):
                     produce(
                         self.producer,
                         self.topic,
-                        value,
-                        record.key,
-                        headers=[(ORIGIN_HEADER, origin)],
+                        learn_log.encode([_capped(r) for r in batch]),
                         on_delivery=self._delivered,
                     )
                 self.forwarded += len(records)
@@ -170,6 +165,15 @@ class Forwarder:
         # Another instance may forward these already; what was forwarded here since the last
         # commit arrives twice, and the replicas learn it once.
         self.owned = frozenset(f"{t}:{p}" for t, p in self.source.positions if (t, p) not in keys)
+
+
+def _capped(record: Record) -> Record:
+    """The record as forwarded: a value over the limit is cut to one byte over it, so replicas
+    still dead-letter it as oversize but the learn log never carries more."""
+    value = record.value
+    if value is None or len(value) <= MAX_RECORD_BYTES:
+        return record
+    return replace(record, value=value[: MAX_RECORD_BYTES + 1])
 
 
 INSTANCE_ID_FILE = "instance-id"

@@ -29,6 +29,7 @@ from dataclasses import asdict
 from streamrec.contract.records import Record
 from streamrec.core.observer import Published
 from streamrec.core.pipeline import BatchResult
+from streamrec.io import learn_log
 from streamrec.io.broker_watch import BrokerWatch
 from streamrec.io.kafka_config import producer_config
 from streamrec.io.kafka_sink import KafkaSink
@@ -82,13 +83,7 @@ class Worker:
 
     def connect(self) -> None:
         """Consumer and producer; fails with one clear line if Kafka does not answer."""
-        self.source = KafkaSource(
-            self.settings,
-            self,
-            metrics=self.metrics,
-            watch=self.watch,
-            learn_log=self.owned is not None,
-        )
+        self.source = KafkaSource(self.settings, self, metrics=self.metrics, watch=self.watch)
         self.source.wait_until_reachable(self.settings.service.connect_timeout_s)
         self.sink = self._new_sink()
         self.source.subscribe()
@@ -142,9 +137,19 @@ class Worker:
 
     # -- one batch --
 
-    def handle(self, records: list[Record]) -> BatchResult:
-        """Learn a consumed batch and publish what it produced; then report the batch, once,
-        with its publish stage (so the pipeline does not report it first)."""
+    def handle(self, records: list[Record]) -> None:
+        """Learn a consumed batch and publish what it produced. A replica's batch is learn-log
+        messages, each one forwarded batch: learned one by one, so every replica cuts the same
+        batches (see streamrec.io.learn_log)."""
+        if self.owned is None:
+            self._learn(records, records)
+            return
+        for message in records:
+            self._learn(learn_log.decode(message), [message])
+
+    def _learn(self, records: list[Record], consumed: list[Record]) -> BatchResult:
+        """Learn one batch and publish it; then report it, once, with its publish stage (so the
+        pipeline does not report it first). `consumed`: the messages it came in (the ledger's)."""
         assert self.sink is not None
         started = time.perf_counter()
         state = self.state
@@ -164,7 +169,7 @@ class Worker:
         self.sink.publish(recommendations)
         self.sink.dead_letter(dead_letters)
         if state.ledger is not None:
-            state.ledger.add(records)
+            state.ledger.add(consumed)
 
         n = len(records)
         self.committer.record(n)

@@ -10,6 +10,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,3 +85,103 @@ def which(binary: str) -> str | None:
     if path is None and os.environ.get("STREAMREC_REQUIRE_TOOLS") == "1":
         raise RuntimeError(f"{binary} is required here (STREAMREC_REQUIRE_TOOLS=1) but missing")
     return path
+
+
+# -- docker-compose -------------------------------------------------------------------------
+
+
+def consumer_services(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The services of a rendered compose config that run the consumer (`streamrec run`)."""
+    return {
+        name: service
+        for name, service in config["services"].items()
+        if service.get("command") == ["run"]
+    }
+
+
+FAKE_KAFKA_TOOL = r"""#!{python}
+# A stand-in for Kafka's kafka-topics.sh and kafka-configs.sh: keeps topics in a JSON file, and
+# prints --describe the way Kafka 3.9 does (a topic line, then one line per partition).
+import json, sys
+from pathlib import Path
+
+state_path = Path({state!r})
+topics = json.loads(state_path.read_text())
+args = sys.argv[1:]
+
+def value(flag, default=None):
+    return args[args.index(flag) + 1] if flag in args else default
+
+def values(flag):
+    return [args[i + 1] for i, a in enumerate(args) if a == flag]
+
+if value("--bootstrap-server") != "kafka:9092":
+    sys.exit("no --bootstrap-server kafka:9092: " + " ".join(args))
+tool = Path(sys.argv[0]).name
+if tool == "kafka-topics.sh" and "--create" in args:
+    name = value("--topic")
+    if name in topics:
+        if "--if-not-exists" not in args:
+            sys.exit("Topic '" + name + "' already exists.")
+    else:
+        config = dict(c.split("=", 1) for c in values("--config"))
+        topics[name] = {{"partitions": int(value("--partitions", "1")), "config": config}}
+elif tool == "kafka-topics.sh" and "--describe" in args:
+    name = value("--topic")
+    if name not in topics:
+        sys.exit("Topic '" + name + "' does not exist as expected")
+    topic = topics[name]
+    configs = ",".join(k + "=" + v for k, v in topic["config"].items())
+    print("Topic: " + name + "\tTopicId: AAAAAAAAAAAAAAAAAAAAAA\tPartitionCount: "
+          + str(topic["partitions"]) + "\tReplicationFactor: 1\tConfigs: " + configs)
+    for p in range(topic["partitions"]):
+        print("\tTopic: " + name + "\tPartition: " + str(p)
+              + "\tLeader: 1\tReplicas: 1\tIsr: 1\tElr: \tLastKnownElr: ")
+elif tool == "kafka-topics.sh" and "--list" in args:
+    print("\n".join(sorted(topics)))
+elif tool == "kafka-configs.sh" and "--alter" in args and value("--entity-type") == "topics":
+    name = value("--entity-name")
+    if name not in topics:
+        sys.exit("Topic " + name + " does not exist")
+    for change in values("--add-config"):
+        topics[name]["config"].update(c.split("=", 1) for c in change.split(","))
+else:
+    sys.exit("the fake Kafka does not know: " + tool + " " + " ".join(args))
+state_path.write_text(json.dumps(topics))
+"""
+
+
+@dataclass
+class InitRun:
+    returncode: int
+    stdout: str
+    stderr: str
+    topics: dict[str, dict[str, Any]]
+    """Topic name -> {"partitions": n, "config": {key: value}} after the run."""
+
+
+def run_kafka_init(
+    service: dict[str, Any], workdir: Path, existing: dict[str, dict[str, Any]] | None = None
+) -> InitRun:
+    """Run the kafka-init service's script, as its container would, against a fake Kafka.
+
+    `service` is kafka-init from the rendered compose config: its entrypoint runs its command
+    with its environment, compose's `$$` escapes become `$`, and /opt/kafka/bin/ is a directory of
+    fake tools keeping the topics in a file, starting from `existing`.
+    """
+    bin_dir = workdir / "bin"
+    bin_dir.mkdir(parents=True)
+    state = workdir / "topics.json"
+    state.write_text(json.dumps(existing or {}))
+    for tool in ("kafka-topics.sh", "kafka-configs.sh"):
+        path = bin_dir / tool
+        path.write_text(FAKE_KAFKA_TOOL.format(python=sys.executable, state=str(state)))
+        path.chmod(0o755)
+    (script,) = service["command"]
+    script = script.replace("$$", "$").replace("/opt/kafka/bin/", f"{bin_dir}/")
+    assert "/opt/kafka" not in script, "kafka-init uses a Kafka tool outside /opt/kafka/bin/"
+    env = {"PATH": os.environ["PATH"], **service.get("environment", {})}
+    result = subprocess.run(
+        [*service["entrypoint"], script], capture_output=True, text=True, timeout=60, env=env
+    )
+    return InitRun(result.returncode, result.stdout, result.stderr, json.loads(state.read_text()))

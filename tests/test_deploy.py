@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from deploy_files import (
@@ -25,10 +26,12 @@ from deploy_files import (
     PROMETHEUS_CONFIG,
     ROOT,
     alert_names,
+    consumer_services,
     dashboard_queries,
     grafana_to_promql,
     load_dashboard,
     metric_names_in,
+    run_kafka_init,
     which,
 )
 
@@ -52,6 +55,15 @@ def run(
     return subprocess.run(
         [str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=120, env=env
     )
+
+
+def rendered_compose() -> dict[str, Any]:
+    """The stack as docker-compose resolves it (anchors merged, variables substituted)."""
+    import yaml
+
+    result = run("docker-compose", "-f", COMPOSE, "config", env=COMPOSE_ENV)
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
 
 
 def exported_metric_names() -> set[str]:
@@ -271,7 +283,7 @@ def test_dockerfile_copies_every_file_the_build_reads() -> None:
 
 @needs_compose
 def test_compose_simulator_feeds_the_deployed_consumer() -> None:
-    """The stack's simulator must produce to Kafka for the `streamrec` service to learn from,
+    """The stack's simulator must produce to Kafka for the streamrec instances to learn from,
     not run its own in-process pipeline beside it (it did, silently, until the CLI refused)."""
     import yaml
 
@@ -286,3 +298,119 @@ def test_compose_simulator_feeds_the_deployed_consumer() -> None:
         "kafka:9092",
         True,
     )
+
+
+@needs_compose
+def test_compose_runs_instances_of_one_group_sharing_one_learn_log() -> None:
+    """Several consumers, configured alike but for their instance id: one consumer group, one
+    learn log, one checkpoint key (the operator's), the same model settings."""
+    from streamrec.settings import Settings
+
+    consumers = consumer_services(rendered_compose())
+    assert len(consumers) >= 3, sorted(consumers)
+    envs = {name: dict(service["environment"]) for name, service in consumers.items()}
+    ids = {name: env.pop("STREAMREC_SERVICE__INSTANCE_ID", None) for name, env in envs.items()}
+    assert None not in ids.values() and "" not in ids.values(), ids
+    assert len(set(ids.values())) == len(ids), f"instance ids must differ: {ids}"
+    first = next(iter(envs.values()))
+    for name, env in envs.items():
+        assert env == first, f"{name} is configured unlike the others"
+    # Set, not left to defaults: the topic must be the one kafka-init creates (next test).
+    assert first["STREAMREC_KAFKA__LEARN_LOG_TOPIC"]
+    assert first["STREAMREC_KAFKA__GROUP_ID"] == Settings().kafka.group_id
+    assert first["STREAMREC_SERVICE__CHECKPOINT_KEY"] == COMPOSE_ENV["STREAMREC_CHECKPOINT_KEY"]
+    assert "STREAMREC_KAFKA__TOPICS" not in first  # kafka-init's events topic is the default
+
+
+@needs_compose
+def test_compose_instances_have_their_own_state_and_metrics_port() -> None:
+    config = rendered_compose()
+    consumers = consumer_services(config)
+    volumes, host_ports = {}, {}
+    for name, service in consumers.items():
+        env = service["environment"]
+        state_dir, port = (
+            env["STREAMREC_SERVICE__STATE_DIR"],
+            int(env["STREAMREC_SERVICE__METRICS_PORT"]),
+        )
+        mounts = [v for v in service["volumes"] if v.split(":")[1] == state_dir]
+        assert len(mounts) == 1, f"{name}: no volume at its state dir {state_dir}"
+        source = mounts[0].split(":")[0]
+        assert source in config["volumes"], f"{name}: {source} is not a named volume"
+        volumes[name] = source
+        (mapping,) = service["ports"]
+        assert int(mapping["target"]) == port, f"{name} maps a port it does not serve"
+        host_ports[name] = int(mapping["published"])
+        assert f"127.0.0.1:{port}/readyz" in " ".join(service["healthcheck"]["test"]), name
+    assert len(set(volumes.values())) == len(volumes), f"state volumes must differ: {volumes}"
+    assert len(set(host_ports.values())) == len(host_ports), f"ports must differ: {host_ports}"
+
+
+@needs_compose
+def test_kafka_init_creates_the_topics_the_instances_use(tmp_path: Path) -> None:
+    """kafka-init's script, run against a fake Kafka: the learn log the instances name, with
+    exactly 1 partition and kept forever, and enough event partitions for every instance."""
+    from streamrec.settings import Settings
+
+    config = rendered_compose()
+    consumers = consumer_services(config)
+    env = next(iter(consumers.values()))["environment"]
+    init = run_kafka_init(config["services"]["kafka-init"], tmp_path)
+    assert init.returncode == 0, init.stderr
+    kafka = Settings().kafka
+    learn_log = init.topics.get(env["STREAMREC_KAFKA__LEARN_LOG_TOPIC"])
+    assert learn_log is not None, f"no learn log among {sorted(init.topics)}"
+    assert learn_log["partitions"] == 1
+    assert learn_log["config"]["retention.ms"] == "-1"
+    assert learn_log["config"].get("retention.bytes", "-1") == "-1"
+    assert learn_log["config"].get("cleanup.policy", "delete") == "delete"
+    for topic in kafka.topics:
+        assert init.topics[topic]["partitions"] >= len(consumers), topic
+    assert init.topics[kafka.recommendations_topic]["config"]["cleanup.policy"] == "compact"
+    assert kafka.dlq_topic in init.topics
+    assert set(init.stdout.split()) == set(init.topics)  # the closing --list
+
+
+@needs_compose
+def test_kafka_init_repairs_the_retention_of_an_existing_learn_log(tmp_path: Path) -> None:
+    """--if-not-exists keeps an existing topic as it is; a learn log with a retention would lose
+    the events a new instance needs, so kafka-init sets it to keep everything."""
+    config = rendered_compose()
+    topic = next(iter(consumer_services(config).values()))["environment"][
+        "STREAMREC_KAFKA__LEARN_LOG_TOPIC"
+    ]
+    existing = {topic: {"partitions": 1, "config": {"retention.ms": "604800000"}}}
+    init = run_kafka_init(config["services"]["kafka-init"], tmp_path, existing)
+    assert init.returncode == 0, init.stderr
+    assert init.topics[topic]["config"]["retention.ms"] == "-1"
+    assert init.topics[topic]["config"]["cleanup.policy"] == "delete"
+
+
+@needs_compose
+def test_kafka_init_refuses_a_learn_log_of_several_partitions(tmp_path: Path) -> None:
+    config = rendered_compose()
+    topic = next(iter(consumer_services(config).values()))["environment"][
+        "STREAMREC_KAFKA__LEARN_LOG_TOPIC"
+    ]
+    existing = {topic: {"partitions": 3, "config": {}}}
+    init = run_kafka_init(config["services"]["kafka-init"], tmp_path, existing)
+    assert init.returncode != 0
+    assert f"{topic} has 3 partitions" in init.stderr
+
+
+@needs_compose
+def test_prometheus_scrapes_every_instance() -> None:
+    import yaml
+
+    config = rendered_compose()
+    consumers = consumer_services(config)
+    expected = {
+        f"{name}:{service['environment']['STREAMREC_SERVICE__METRICS_PORT']}"
+        for name, service in consumers.items()
+    }
+    scrape = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    (job,) = [j for j in scrape["scrape_configs"] if j["job_name"] == "streamrec"]
+    targets = {t for group in job["static_configs"] for t in group["targets"]}
+    assert targets == expected
+    assert set(config["services"]["prometheus"]["depends_on"]) >= set(consumers)
+    assert set(config["services"]["simulator"]["depends_on"]) >= set(consumers)

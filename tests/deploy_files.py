@@ -29,6 +29,27 @@ DOCKERFILE = ROOT / "Dockerfile"
 
 METRIC_NAME = re.compile(r"\b(streamrec_[a-z0-9_]+|process_[a-z0-9_]+)\b")
 
+REPLICATED_METRICS = frozenset(
+    {
+        "streamrec_events_consumed_total",
+        "streamrec_events_learned_total",
+        "streamrec_duplicates_total",
+        "streamrec_consumer_lag",
+        "streamrec_model_users",
+        "streamrec_model_items",
+        "streamrec_bandit_pending_decisions",
+        "streamrec_bandit_expired_decisions_total",
+    }
+)
+"""Metrics every instance reports for the whole stream when it replicates the learn log.
+
+With `kafka.learn_log_topic` every instance learns every event, so these count each event once
+per instance: a `sum` over instances of them counts each event three times with three instances.
+(Published lists, dead letters and bandit decisions are counted only by the instance that
+publishes them, so they sum. `streamrec_bandit_rewards_total` is replicated too, but the one
+panel using it divides it by the decisions; no per-instance query makes that ratio right.)
+"""
+
 
 @dataclass(frozen=True)
 class PanelQuery:
@@ -85,6 +106,23 @@ def which(binary: str) -> str | None:
     if path is None and os.environ.get("STREAMREC_REQUIRE_TOOLS") == "1":
         raise RuntimeError(f"{binary} is required here (STREAMREC_REQUIRE_TOOLS=1) but missing")
     return path
+
+
+# -- PromQL aggregations --------------------------------------------------------------------
+
+AGGREGATION = re.compile(
+    r"\b(sum|count|avg|min|max|group|stddev|stdvar|topk|bottomk|quantile)\s*"
+    r"(?:(by|without)\s*\(([^)]*)\)\s*)?\("
+)
+
+
+def aggregations(expr: str) -> list[tuple[str, str | None, set[str]]]:
+    """(operator, "by"/"without"/None, labels) of every aggregation written `op by (...) (...)`
+    or `op (...)`; one written `op (...) by (...)` shows as having no grouping."""
+    return [
+        (m.group(1), m.group(2), {label.strip() for label in (m.group(3) or "").split(",")} - {""})
+        for m in AGGREGATION.finditer(expr)
+    ]
 
 
 # -- docker-compose -------------------------------------------------------------------------

@@ -24,7 +24,9 @@ from deploy_files import (
     DATASOURCES,
     DOCKERFILE,
     PROMETHEUS_CONFIG,
+    REPLICATED_METRICS,
     ROOT,
+    aggregations,
     alert_names,
     consumer_services,
     dashboard_queries,
@@ -298,6 +300,36 @@ def test_compose_simulator_feeds_the_deployed_consumer() -> None:
         "kafka:9092",
         True,
     )
+
+
+def test_dashboard_does_not_add_up_replicas() -> None:
+    """With a learn log every instance counts every event: a metric each replica reports for the
+    whole stream must be shown per instance (or max/avg), never summed over instances."""
+    checked = 0
+    for query in dashboard_queries():
+        if not metric_names_in(query.expr) & REPLICATED_METRICS:
+            continue
+        checked += 1
+        for op, grouping, labels in aggregations(query.expr):
+            if op in ("sum", "count"):
+                assert grouping == "by" and "instance" in labels, (
+                    f"{query.panel} ({query.ref_id}) adds up instances: {query.expr}"
+                )
+    assert checked >= len(REPLICATED_METRICS), "the dashboard stopped showing replicated metrics"
+
+
+def test_aggregations_reads_groupings() -> None:
+    """The check above is only as good as this parser."""
+    assert aggregations('sum by (instance, type) (rate(x{a="b"}[1m]))') == [
+        ("sum", "by", {"instance", "type"})
+    ]
+    assert aggregations("max(sum by (instance) (x)) / sum(y)") == [
+        ("max", None, set()),
+        ("sum", "by", {"instance"}),
+        ("sum", None, set()),
+    ]
+    assert aggregations("sum without (instance) (x)") == [("sum", "without", {"instance"})]
+    assert aggregations("sum(x) by (instance)") == [("sum", None, set())]  # not trusted
 
 
 @needs_compose

@@ -116,12 +116,62 @@ AGGREGATION = re.compile(
 )
 
 
-def aggregations(expr: str) -> list[tuple[str, str | None, set[str]]]:
-    """(operator, "by"/"without"/None, labels) of every aggregation written `op by (...) (...)`
-    or `op (...)`; one written `op (...) by (...)` shows as having no grouping."""
+@dataclass(frozen=True)
+class Aggregation:
+    op: str
+    grouping: str | None
+    """"by", "without", or None (also for one written `op (...) by (...)`: not trusted)."""
+    labels: frozenset[str]
+    span: tuple[int, int]
+    """Where the aggregated expression is in the query: its parentheses, both included."""
+
+    def keeps(self, label: str) -> bool:
+        return (self.grouping == "by" and label in self.labels) or (
+            self.grouping == "without" and label not in self.labels
+        )
+
+    def inside(self, other: Aggregation) -> bool:
+        return other.span[0] < self.span[0] and self.span[1] < other.span[1]
+
+
+def aggregations(expr: str) -> list[Aggregation]:
+    """Every aggregation in a PromQL expression, outermost first where they nest."""
+    found = []
+    for match in AGGREGATION.finditer(expr):
+        start = match.end() - 1  # its "("
+        depth, quoted, end = 0, False, len(expr)
+        for i in range(start, len(expr)):
+            char = expr[i]
+            if char == '"' and expr[i - 1] != "\\":
+                quoted = not quoted
+            elif not quoted and char == "(":
+                depth += 1
+            elif not quoted and char == ")":
+                depth -= 1
+                if depth == 0:
+                    end = i
+                    break
+        labels = frozenset(label.strip() for label in (match.group(3) or "").split(",")) - {""}
+        found.append(Aggregation(match.group(1), match.group(2), labels, (start, end)))
+    return found
+
+
+def sums_over_instances(expr: str) -> list[Aggregation]:
+    """The sums and counts in `expr` that add up instances: they keep no `instance` label, and
+    nothing inside them collapsed the instances first with max, min or avg (as in
+    `sum by (topic) (max by (topic, partition) (lag))`: each partition once, whoever reports it)."""
+    found = aggregations(expr)
     return [
-        (m.group(1), m.group(2), {label.strip() for label in (m.group(3) or "").split(",")} - {""})
-        for m in AGGREGATION.finditer(expr)
+        outer
+        for outer in found
+        if outer.op in ("sum", "count")
+        and not outer.keeps("instance")
+        and not any(
+            inner.op in ("max", "min", "avg")
+            and inner.inside(outer)
+            and not inner.keeps("instance")
+            for inner in found
+        )
     ]
 
 

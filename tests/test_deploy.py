@@ -34,6 +34,7 @@ from deploy_files import (
     load_dashboard,
     metric_names_in,
     run_kafka_init,
+    sums_over_instances,
     which,
 )
 
@@ -175,6 +176,7 @@ def test_dashboard_covers_what_operators_look_at() -> None:
         "streamrec_rollbacks_total",
         "streamrec_log_resets_total",
         "streamrec_produce_errors_total",
+        "streamrec_forwarded_records_total",
     ):
         assert metric in text, f"no panel shows {metric}"
     assert "histogram_quantile(0.99" in text
@@ -310,26 +312,37 @@ def test_dashboard_does_not_add_up_replicas() -> None:
         if not metric_names_in(query.expr) & REPLICATED_METRICS:
             continue
         checked += 1
-        for op, grouping, labels in aggregations(query.expr):
-            if op in ("sum", "count"):
-                assert grouping == "by" and "instance" in labels, (
-                    f"{query.panel} ({query.ref_id}) adds up instances: {query.expr}"
-                )
+        assert sums_over_instances(query.expr) == [], (
+            f"{query.panel} ({query.ref_id}) adds up instances: {query.expr}"
+        )
     assert checked >= len(REPLICATED_METRICS), "the dashboard stopped showing replicated metrics"
 
 
-def test_aggregations_reads_groupings() -> None:
+def test_sums_over_instances_are_found() -> None:
     """The check above is only as good as this parser."""
-    assert aggregations('sum by (instance, type) (rate(x{a="b"}[1m]))') == [
-        ("sum", "by", {"instance", "type"})
+    expr = 'sum by (instance, type) (rate(x{a="b)"}[1m])) > 0'
+    (agg,) = aggregations(expr)
+    assert (agg.op, agg.grouping, agg.labels) == ("sum", "by", {"instance", "type"})
+    assert agg.span == (expr.index("(rate"), expr.index(" > 0") - 1)  # the ")" in quotes skipped
+    per_instance = [
+        'sum by (instance, type) (rate(x{a="b"}[1m]))',
+        "sum without (type) (x)",
+        "max(x)",
+        "sum by (topic) (max by (topic, partition) (x))",
+        "avg by (job) (sum by (instance, job) (x))",
     ]
-    assert aggregations("max(sum by (instance) (x)) / sum(y)") == [
-        ("max", None, set()),
-        ("sum", "by", {"instance"}),
-        ("sum", None, set()),
+    for expr in per_instance:
+        assert sums_over_instances(expr) == [], expr
+    summed = [
+        "sum(x)",
+        "sum(rate(x[1m])) by (instance)",  # written after: not trusted
+        "sum without (instance) (x)",
+        "sum by (topic) (max by (instance, topic) (x))",
+        "sum(x) / max(y)",
+        "max(sum by (instance) (x)) + count(y)",
     ]
-    assert aggregations("sum without (instance) (x)") == [("sum", "without", {"instance"})]
-    assert aggregations("sum(x) by (instance)") == [("sum", None, set())]  # not trusted
+    for expr in summed:
+        assert sums_over_instances(expr), expr
 
 
 @needs_compose

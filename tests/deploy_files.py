@@ -39,15 +39,18 @@ REPLICATED_METRICS = frozenset(
         "streamrec_model_items",
         "streamrec_bandit_pending_decisions",
         "streamrec_bandit_expired_decisions_total",
+        "streamrec_bandit_decisions_total",
+        "streamrec_bandit_rewards_total",
+        "streamrec_dead_letters_total",
     }
 )
 """Metrics every instance reports for the whole stream when it replicates the learn log.
 
 With `kafka.learn_log_topic` every instance learns every event, so these count each event once
 per instance: a `sum` over instances of them counts each event three times with three instances.
-(Published lists, dead letters and bandit decisions are counted only by the instance that
-publishes them, so they sum. `streamrec_bandit_rewards_total` is replicated too, but the one
-panel using it divides it by the decisions; no per-instance query makes that ratio right.)
+Every per-batch figure is the replica's view, dead letters and bandit decisions and rewards too
+(so a CTR or a dead-letter rate is right per instance); only what leaves an instance (published
+lists, dead letters sent, forwarded records) is counted by the one instance that sends it.
 """
 
 

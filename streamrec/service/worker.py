@@ -183,9 +183,9 @@ class Worker:
         p.published += len(recommendations)
         report = result.report
         assert report is not None
-        # What this instance published (with a learn log, every instance learns every record,
-        # so counting all of them would count each list and dead letter once per instance).
-        report.recommendations, report.dead_letters = recommendations, dead_letters
+        # The report stays the replica's view of the whole batch (with a learn log every replica
+        # counts every dead letter and decision, as it counts every event); what this instance
+        # sent out is counted by its sink.
         done = time.perf_counter()
         report.published = Published(
             records=n,

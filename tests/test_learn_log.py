@@ -9,6 +9,7 @@ partition.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -246,3 +247,22 @@ def test_forwarded_batches_stay_under_the_message_limit() -> None:
     assert [r for batch in cut for r in batch] == big
     assert all(len(learn_log.encode(batch)) <= learn_log.MAX_BATCH_BYTES for batch in cut)
     assert [len(b) for b in learn_log.batches(big[:5], max_records=2)] == [2, 2, 1]
+
+
+def test_a_replica_whose_state_dir_was_emptied_learns_the_learn_log_again(
+    kafka_bootstrap: str, unique_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    """Its group committed the end of the learn log, but that was the lost state's position:
+    the new state starts at the beginning, never with a model that lacks the events."""
+    total = 1_500
+    topic, log_topic = topics(kafka_bootstrap, unique_topic)
+    produce(kafka_bootstrap, topic, make_events(total, seed=24))
+    base = settings(kafka_bootstrap, topic, log_topic, tmp_path / "state")
+    named = base.model_copy(
+        update={"service": base.service.model_copy(update={"instance_id": "streamrec-0"})}
+    )
+    first = service.run(named, stop_when_idle=2)
+    shutil.rmtree(tmp_path / "state")
+    again = service.run(named, stop_when_idle=2)
+    assert first.events_learned == again.events_learned == total
+    assert again.model_digest == first.model_digest

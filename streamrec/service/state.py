@@ -98,6 +98,10 @@ class ModelState:
         self.trust_checkpoint: set[TP] = set()
         self.topic_ids: dict[str, str] = {}
         self.reset_topics: set[str] = set()  # logs reset in this run: start at their beginning
+        # A replica of a learn log (streamrec.service.forwarder) is alone in its group: what the
+        # group committed is its own past, never another instance's work.
+        kafka = settings.kafka
+        self.replica = kafka.learn_log_topic is not None and kafka.topics == [kafka.learn_log_topic]
         self.restored = False
         self.committed_events = 0  # events_learned of the newest durable checkpoint
         self.last_checkpoint_path: Path | None = None
@@ -163,6 +167,17 @@ class ModelState:
         ours = self.known.pop(key, None)
         trusted = key in self.trust_checkpoint
         self.trust_checkpoint.discard(key)
+        if self.replica:
+            # Only this state's own position counts: without a checkpoint (a new state dir under
+            # an old instance id) the replica learns the learn log again from its start.
+            if ours is None and committed is not None:
+                log.warning(
+                    "%s:%d: no checkpoint here, but this replica's group committed %d: learning "
+                    "the learn log again from its start",
+                    *key,
+                    committed,
+                )
+            return OFFSET_BEGINNING if ours is None else ours
         if ours is None:
             if committed is None and key[0] in self.reset_topics:
                 return OFFSET_BEGINNING

@@ -66,9 +66,13 @@ class Forwarder:
 
     # -- lifecycle --
 
+    @property
+    def started(self) -> bool:
+        return self._thread.ident is not None
+
     def start(self, connect_timeout_s: float) -> None:
+        """Join the events' group and forward (once this instance's replica has caught up)."""
         self.source.wait_until_reachable(connect_timeout_s)
-        self._check_learn_log(connect_timeout_s)
         self.source.subscribe()
         self._thread.start()
 
@@ -84,7 +88,7 @@ class Forwarder:
         self.source.close()  # leaves the group: the next owner starts at what was committed
         self.producer.flush(5.0)
 
-    def _check_learn_log(self, timeout_s: float) -> None:
+    def check_learn_log(self, timeout_s: float) -> None:
         """The learn log must exist with exactly one partition: its one order is the model's."""
         metadata = self.source.consumer.list_topics(self.topic, timeout=timeout_s)
         topic = metadata.topics.get(self.topic)

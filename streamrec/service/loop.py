@@ -40,7 +40,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 
+from streamrec.contract.records import Record
 from streamrec.errors import StreamrecError
+from streamrec.io.kafka_source import KafkaSource
 from streamrec.obs.http import MetricsServer
 from streamrec.obs.http import serve as serve_metrics
 from streamrec.obs.metrics import Metrics
@@ -108,7 +110,7 @@ def run(
         worker.restore()
         worker.connect()
         if forwarder is not None:
-            forwarder.start(service.connect_timeout_s)
+            forwarder.check_learn_log(service.connect_timeout_s)
         source = worker.source
         assert source is not None
         # Idle time counts from the last record or the last rebalance, whichever is later, and
@@ -127,16 +129,28 @@ def run(
                         stopped_by = "max_events"
                         break
                 records = source.poll(want, service.poll_timeout_s)
+                if (
+                    forwarder is not None
+                    and not forwarder.started
+                    and caught_up(source, records, want)
+                ):
+                    # Only a replica that has caught up with the learn log takes event
+                    # partitions: until then, the lists it published would be from an old model.
+                    forwarder.start(service.connect_timeout_s)
                 now = time.monotonic()
                 if records:
                     worker.handle(records)
                     last_record = now
                     if on_batch is not None:
                         on_batch(worker.snapshot())
-                if not source.positions:
+                rebalances, joined = source.rebalances, True
+                if forwarder is not None:  # the events' group counts too, once it was joined
+                    rebalances += forwarder.source.rebalances
+                    joined = forwarder.source.rebalances > 0
+                if not source.positions or not joined:
                     last_record = None
-                elif last_record is None or source.rebalances != rebalances_seen:
-                    last_record, rebalances_seen = now, source.rebalances
+                elif last_record is None or rebalances != rebalances_seen:
+                    last_record, rebalances_seen = now, rebalances
                 worker.tick()
                 if forwarder is not None:
                     forwarder.check()
@@ -170,6 +184,11 @@ def run(
     )
     log.info("stopped (%s): %s", stopped_by, summary)
     return summary
+
+
+def caught_up(source: KafkaSource, records: list[Record], want: int) -> bool:
+    """A replica stands at the end of the learn log: assigned, and a poll came back short."""
+    return bool(source.positions) and len(records) < want
 
 
 def _final_commit_point(worker: Worker, reason: str, deadline_s: float) -> None:

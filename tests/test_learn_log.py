@@ -72,13 +72,14 @@ def settings(bootstrap: str, topic: str, log_topic: str, state_dir: Path) -> Set
     )
 
 
-def learn_log_replayed(bootstrap: str, learn_log_topic: str, n: int) -> Pipeline:
+def learn_log_replayed(bootstrap: str, learn_log_topic: str, n: int) -> tuple[Pipeline, int]:
     """One in-process pass over the learn log's first `n` messages, in log order and in its
-    batches: what every replica must equal."""
-    pipeline = Pipeline(MODEL)
+    batches (what every replica must equal), and the number of lists it made."""
+    pipeline, lists = Pipeline(MODEL), 0
     for message in read_topic(bootstrap, learn_log_topic, n):
-        pipeline.process(learn_log.decode(to_record(message)))
-    return pipeline
+        _, records = learn_log.decode(to_record(message))
+        lists += len(pipeline.process(records).recommendations)
+    return pipeline, lists
 
 
 def end_offsets(bootstrap: str, topic: str, n: int) -> dict[str, int]:
@@ -117,15 +118,17 @@ def test_two_instances_hold_one_model_and_split_the_publishing(
 
     infos = [checkpoint.inspect(tmp_path / name, KEY) for name in ("a", "b")]
     [position] = {info["offsets"][0]["offset"] for info in infos}  # both at the log's end
-    replayed = learn_log_replayed(kafka_bootstrap, log_topic, position)
+    replayed, made = learn_log_replayed(kafka_bootstrap, log_topic, position)
     assert [s.model_digest for s in summaries] == [replayed.model_digest()] * 2
     assert replayed.preprocessor.origin_positions() == end_offsets(kafka_bootstrap, topic, total)
     # Not only the model: the same batches drew the same exploration, so all state is equal.
     for info in infos:
         state = checkpoint.load(Path(info["path"]), KEY).state.pipeline
         assert Pipeline.from_state(MODEL, state).state_digest() == replayed.state_digest()
-    # Both forwarded (the group split the partitions), and between them every user got a list.
+    # Both forwarded (the group split the partitions), and between them they published every
+    # list the model made exactly once: who publishes a message's lists is written in it.
     assert all(s.published > 0 for s in summaries), summaries
+    assert sum(s.published for s in summaries) == made
     lists = read_topic(kafka_bootstrap, f"{topic}.recs", sum(s.published for s in summaries))
     users = {orjson.loads(v)["user_id"] for v in values}
     assert {orjson.loads(m.value() or b"")["user_id"] for m in lists} == users
@@ -175,7 +178,7 @@ def test_a_sigkilled_instance_restarts_and_every_replica_learns_each_event_once(
     ends = end_offsets(kafka_bootstrap, topic, total)
     infos = {name: checkpoint.inspect(tmp_path / name, KEY) for name in ("a", "b")}
     positions = {name: info["offsets"][0]["offset"] for name, info in infos.items()}
-    replayed = learn_log_replayed(kafka_bootstrap, log_topic, max(positions.values()))
+    replayed, _ = learn_log_replayed(kafka_bootstrap, log_topic, max(positions.values()))
     digest = replayed.model_digest()
     assert replayed.preprocessor.origin_positions() == ends
     for name, info in infos.items():
@@ -187,7 +190,7 @@ def test_a_sigkilled_instance_restarts_and_every_replica_learns_each_event_once(
         state = checkpoint.load(Path(info["path"]), KEY).state.pipeline
         assert state.preprocessor.origin_positions() == ends, name
         # The whole state, bandit included, is the log replayed: through the SIGKILL too.
-        own = learn_log_replayed(kafka_bootstrap, log_topic, positions[name])
+        own, _ = learn_log_replayed(kafka_bootstrap, log_topic, positions[name])
         assert Pipeline.from_state(MODEL, state).state_digest() == own.state_digest(), name
 
 
@@ -206,7 +209,6 @@ def test_learn_log_records_are_judged_by_the_log_alone() -> None:
     ]
     result = pipeline.process(records)
     assert (result.learned, result.duplicates, result.dead_letters) == (2, 1, [])
-    assert result.origins == ["events:1"] * len(result.recommendations)
     assert pipeline.preprocessor.origin_positions() == {"events:1": 7}
 
 
@@ -227,9 +229,10 @@ def test_a_learn_log_message_holds_a_forwarded_batch_exactly() -> None:
         Record(b"", b"", "other", 0, 2**40, None),
         Record(b"\xff" * 70_000, b"u2", "events", 1, 0, 7),
     ]
-    data = learn_log.encode(records)
+    data = learn_log.encode(records, "streamrec-7")
     message = Record(data, None, "log", 0, 9, 1234)
-    decoded = learn_log.decode(message)
+    forwarder, decoded = learn_log.decode(message)
+    assert forwarder == "streamrec-7"
     assert [(r.value, r.key, r.origin, r.origin_offset) for r in decoded] == [
         (r.value, r.key, f"{r.topic}:{r.partition}", r.offset) for r in records
     ]
@@ -245,7 +248,7 @@ def test_forwarded_batches_stay_under_the_message_limit() -> None:
     big = [Record(b"x" * 60_000, b"k", "e", 0, i) for i in range(30)]
     cut = learn_log.batches(big, max_records=1000)
     assert [r for batch in cut for r in batch] == big
-    assert all(len(learn_log.encode(batch)) <= learn_log.MAX_BATCH_BYTES for batch in cut)
+    assert all(len(learn_log.encode(batch, "x")) <= learn_log.MAX_BATCH_BYTES for batch in cut)
     assert [len(b) for b in learn_log.batches(big[:5], max_records=2)] == [2, 2, 1]
 
 

@@ -56,10 +56,6 @@ class BatchResult:
     decisions: list[dict[str, Any]] = field(default_factory=list)
     # What the metrics are told about the batch; filled by `Pipeline.process`.
     report: BatchReport | None = None
-    # Learn-log mode only: the origin partition ("topic:partition") of each recommendation's
-    # user (that of the user's last event in the batch), so an instance publishes only the lists
-    # of users whose partition it owns. Empty for records without an origin.
-    origins: list[str] = field(default_factory=list)
 
 
 STATE_FORMAT = 6
@@ -181,7 +177,6 @@ class Pipeline:
         require_key, rewards = self.require_key, self.rewards
         # Pass 1: decode, validate, dedup (none of it depends on the model).
         events: list[AnyEvent] = []
-        origins: list[str] = []  # parallel to events, for learn-log records only
         for record in records:
             outcome = check(record, now, require_key)
             if outcome is None:
@@ -190,8 +185,6 @@ class Pipeline:
                 result.dead_letters.append(outcome)
             else:
                 events.append(outcome)
-                if record.origin:
-                    origins.append(record.origin)
                 if record.timestamp_ms is not None:
                     result.event_timestamps_ms.append(record.timestamp_ms)
         decoded_at = time.perf_counter()
@@ -213,10 +206,6 @@ class Pipeline:
         rewards.expire(self.model.last_event_time)
         if refresh and dirty:
             result.recommendations = self.refresh(list(dirty), track=True)
-            if origins:
-                index = self.model.user_index
-                origin_of = {index[e.user_id]: o for e, o in zip(events, origins, strict=True)}
-                result.origins = [origin_of[user] for user in dirty]
         # After the refresh: this batch's lists draw from the policy before it learns what the
         # lists resolved now earned (the order decides every later draw).
         feedback = rewards.settle()

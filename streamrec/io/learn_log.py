@@ -7,9 +7,14 @@ and its exploration policy draws the same numbers: the whole state, bandit inclu
 in every replica, and a list's `rec_id` means the same list everywhere (clicks on it are rewarded
 by whichever replica serves the user next). Fewer, larger messages are also cheaper for Kafka.
 
-Layout (little-endian): `SRL1`, the number of origins and each origin ("topic:partition", UTF-8,
-length-prefixed), the number of records, then per record its origin's index, origin offset, and
-key and value (length-prefixed; length -1 is None).
+The message also names the instance that forwarded it: that instance, and no other, publishes the
+lists and dead letters of its records. Who publishes is then written in the log, not decided at
+the moment each replica learns it: around a rebalance no list goes out twice or not at all.
+
+Layout (little-endian): `SRL2`, the forwarding instance's id, the number of origins and each
+origin ("topic:partition"), the number of records, then per record its origin's index, origin
+offset, and key and value. Strings are UTF-8 and, like keys and values, length-prefixed; a
+length of -1 is None.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from collections.abc import Sequence
 from streamrec.contract.records import Record
 from streamrec.errors import StreamrecError
 
-MAGIC = b"SRL1"
+MAGIC = b"SRL2"
 MAX_BATCH_BYTES = 512 * 1024
 """Forwarders start a new message past this size (Kafka's default message limit is 1 MiB)."""
 
@@ -33,8 +38,9 @@ class LearnLogError(StreamrecError):
     """A learn-log message that streamrec did not write (or that was damaged)."""
 
 
-def encode(records: Sequence[Record]) -> bytes:
-    """One learn-log message holding `records`, each with its topic/partition/offset as origin."""
+def encode(records: Sequence[Record], forwarder: str) -> bytes:
+    """One learn-log message holding `records`, each with its topic/partition/offset as origin,
+    forwarded by the instance named `forwarder`."""
     origins: dict[str, int] = {}
     body: list[bytes] = []
     for record in records:
@@ -53,7 +59,8 @@ def encode(records: Sequence[Record]) -> bytes:
             body.append(key)
         if value:
             body.append(value)
-    head = [MAGIC, _COUNT.pack(len(origins))]
+    name = forwarder.encode()
+    head = [MAGIC, _COUNT.pack(len(name)), name, _COUNT.pack(len(origins))]
     for origin in origins:
         name = origin.encode()
         head += [_COUNT.pack(len(name)), name]
@@ -61,9 +68,10 @@ def encode(records: Sequence[Record]) -> bytes:
     return b"".join(head + body)
 
 
-def decode(message: Record) -> list[Record]:
-    """The forwarded records in a learn-log message, each knowing its origin. Their timestamp is
-    the message's (when it was forwarded), so every replica judges them by the same clock."""
+def decode(message: Record) -> tuple[str, list[Record]]:
+    """The instance that forwarded a learn-log message, and its records, each knowing its origin.
+    Their timestamp is the message's (when it was forwarded), so every replica judges them by
+    the same clock."""
     data = message.value or b""
     if data[:4] != MAGIC:
         raise LearnLogError(
@@ -71,7 +79,9 @@ def decode(message: Record) -> list[Record]:
             "message (only streamrec instances may write to kafka.learn_log_topic)"
         )
     try:
-        at = 4
+        (size,) = _COUNT.unpack_from(data, 4)
+        forwarder = data[8 : 8 + size].decode()
+        at = 8 + size
         (n,) = _COUNT.unpack_from(data, at)
         at += 4
         origins = []
@@ -115,7 +125,7 @@ def decode(message: Record) -> list[Record]:
             f"{message.topic}:{message.partition} offset {message.offset}: {len(data) - at} "
             "bytes after the last record"
         )
-    return records
+    return forwarder, records
 
 
 def batches(records: Sequence[Record], max_records: int) -> list[list[Record]]:

@@ -7,7 +7,7 @@ instance owns and appends each polled batch, untouched, as one message to the on
 learn log (`streamrec.io.learn_log`: each record with the partition and offset it came from).
 Every instance then learns the whole learn log, in its one order and in those batches, as a
 replica (`streamrec.service.loop`), so every instance holds the same state, and publishes only
-the lists of users whose partition it forwards (`Worker.owned`). This is Kafka Streams' global
+the lists and dead letters of the messages it forwarded itself. This is Kafka Streams' global
 store made of a log topic: ownership follows the group's assignment, state follows the log.
 
 Delivery: forwarding is at-least-once. Offsets of an event partition are committed only after
@@ -46,7 +46,9 @@ COMMIT_EVERY_S = 1.0
 class Forwarder:
     """Forwards the event partitions this instance owns into the learn log, on its own thread."""
 
-    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, settings: Settings, instance_id: str, metrics: Metrics | None = None
+    ) -> None:
         kafka = settings.kafka
         if kafka.learn_log_topic is None:
             raise ValueError("a Forwarder needs kafka.learn_log_topic")
@@ -56,8 +58,7 @@ class Forwarder:
         self.source = KafkaSource(settings, self, metrics=metrics)
         self.metrics = metrics
         self.producer = Producer(producer_config(kafka))
-        self.owned: frozenset[str] = frozenset()
-        """The origins ("topic:partition") forwarded here now; read by the replica's worker."""
+        self.instance_id = instance_id  # named in every message: its replica publishes those
         self.forwarded = 0
         self.error: BaseException | None = None
         self._undelivered: list[str] = []
@@ -116,14 +117,13 @@ class Forwarder:
                     produce(
                         self.producer,
                         self.topic,
-                        learn_log.encode([_capped(r) for r in batch]),
+                        learn_log.encode([_capped(r) for r in batch], self.instance_id),
                         on_delivery=self._delivered,
                     )
                 self.forwarded += len(records)
                 if self.metrics is not None and records:
                     self.metrics.forwarded_records_total.inc(len(records))
                 self.producer.poll(0)
-                self.owned = frozenset(f"{t}:{p}" for t, p in self.source.positions)
                 if time.monotonic() - last_commit >= COMMIT_EVERY_S:
                     self._commit(list(self.source.positions))
                     last_commit = time.monotonic()
@@ -163,12 +163,11 @@ class Forwarder:
     def before_revoke(self, keys: list[TP]) -> None:
         # The next owner starts at what is committed here: deliver and commit first.
         self._commit(keys)
-        self.owned = frozenset(f"{t}:{p}" for t, p in self.source.positions if (t, p) not in keys)
 
     def after_lost(self, keys: list[TP]) -> None:
         # Another instance may forward these already; what was forwarded here since the last
         # commit arrives twice, and the replicas learn it once.
-        self.owned = frozenset(f"{t}:{p}" for t, p in self.source.positions if (t, p) not in keys)
+        pass
 
 
 def _capped(record: Record) -> Record:
@@ -183,8 +182,9 @@ def _capped(record: Record) -> Record:
 INSTANCE_ID_FILE = "instance-id"
 
 
-def replica_settings(settings: Settings) -> Settings:
-    """The settings of this instance's replica: it reads the learn log in a group of its own.
+def replica_settings(settings: Settings) -> tuple[Settings, str]:
+    """The settings of this instance's replica, and the instance's id: the replica reads the
+    learn log in a group of its own.
 
     The group is private (`<group_id>.replica.<instance id>`) so that this replica alone reads
     the learn log's one partition, and its committed offset is this instance's position; the
@@ -211,4 +211,4 @@ def replica_settings(settings: Settings) -> Settings:
             "group_id": f"{kafka.group_id}.replica.{instance}",
         }
     )
-    return settings.model_copy(update={"kafka": replica})
+    return settings.model_copy(update={"kafka": replica}), instance

@@ -98,9 +98,10 @@ def run(
     store = CheckpointStore(service.state_dir, signing_key(service), service.checkpoints_kept)
     forwarder: Forwarder | None = None
     if settings.kafka.learn_log_topic is not None:
-        forwarder = Forwarder(settings, metrics)
-        settings = replica_settings(settings)
-        worker = Worker(settings, store, metrics, owned=lambda: forwarder.owned)
+        replica, instance_id = replica_settings(settings)
+        forwarder = Forwarder(settings, instance_id, metrics)
+        settings = replica
+        worker = Worker(settings, store, metrics, instance_id=instance_id)
     else:
         worker = Worker(settings, store, metrics)
     # Serving before the restore: /healthz answers while a large checkpoint loads, /readyz waits.

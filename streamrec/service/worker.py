@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import asdict
 
 from streamrec.contract.records import Record
@@ -54,12 +53,12 @@ class Worker:
         settings: Settings,
         store: CheckpointStore,
         metrics: Metrics | None = None,
-        owned: Callable[[], frozenset[str]] | None = None,
+        instance_id: str | None = None,
     ) -> None:
         self.settings = settings
-        # A replica of the learn log (streamrec.service.forwarder) learns every record but
-        # publishes only for the origins ("topic:partition") this instance forwards now.
-        self.owned = owned
+        # A replica of the learn log (streamrec.service.forwarder) learns every message but
+        # publishes only what this instance forwarded.
+        self.instance_id = instance_id
         self.metrics = metrics
         self.state = ModelState(settings, store, metrics)
         self.committer = Committer(settings.service, self.state, metrics)
@@ -141,15 +140,19 @@ class Worker:
         """Learn a consumed batch and publish what it produced. A replica's batch is learn-log
         messages, each one forwarded batch: learned one by one, so every replica cuts the same
         batches (see streamrec.io.learn_log)."""
-        if self.owned is None:
+        if self.instance_id is None:
             self._learn(records, records)
             return
         for message in records:
-            self._learn(learn_log.decode(message), [message])
+            forwarder, batch = learn_log.decode(message)
+            self._learn(batch, [message], publish=forwarder == self.instance_id)
 
-    def _learn(self, records: list[Record], consumed: list[Record]) -> BatchResult:
-        """Learn one batch and publish it; then report it, once, with its publish stage (so the
-        pipeline does not report it first). `consumed`: the messages it came in (the ledger's)."""
+    def _learn(
+        self, records: list[Record], consumed: list[Record], *, publish: bool = True
+    ) -> BatchResult:
+        """Learn one batch and publish it (unless another instance does); then report it, once,
+        with its publish stage (so the pipeline does not report it first). `consumed`: the
+        messages it came in (the ledger's)."""
         assert self.sink is not None
         started = time.perf_counter()
         state = self.state
@@ -158,14 +161,8 @@ class Worker:
         result = pipeline.process(records, report=False)
         processed = time.perf_counter()
         recommendations, dead_letters = result.recommendations, result.dead_letters
-        if self.owned is not None:
-            owned = self.owned()
-            recommendations = [
-                r
-                for r, origin in zip(recommendations, result.origins, strict=True)
-                if origin in owned
-            ]
-            dead_letters = [d for d in dead_letters if d.record.origin in owned]
+        if not publish:
+            recommendations, dead_letters = [], []
         self.sink.publish(recommendations)
         self.sink.dead_letter(dead_letters)
         if state.ledger is not None:

@@ -1113,9 +1113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ranker=args.ranker,
         moves_seconds=args.moves_seconds,
     )
-    command = "OPENBLAS_NUM_THREADS=1 python -m bench.scale " + " ".join(
-        sys.argv[1:] if argv is None else argv
-    )
+    given = sys.argv[1:] if argv is None else list(argv)
+    command = " ".join(["OPENBLAS_NUM_THREADS=1 python -m bench.scale", *given])
     machine, date = machine_info(), now_iso()
     # A SIGTERM to the bench unwinds through the `finally`s: no service outlives it.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

@@ -68,8 +68,9 @@ from streamrec.core.pipeline import Pipeline
 from streamrec.core.quality import PrequentialEvaluator
 from streamrec.errors import CheckpointError
 from streamrec.evaluate.replay import ReplayOptions, replay
+from streamrec.io import learn_log
 from streamrec.io.kafka_config import create_topics, produce, producer_config
-from streamrec.io.kafka_source import to_learn_record
+from streamrec.io.kafka_source import to_record
 from streamrec.settings import ModelSettings
 from streamrec.store import checkpoint
 from streamrec.store.checkpoint_key import KEY_ENV, KEY_FILE_ENV, state_dir_key
@@ -470,11 +471,11 @@ def end_offsets(messages: Sequence[Message]) -> dict[str, int]:
     return ends
 
 
-def read_learn_log(bootstrap: str, topic: str, expected: int) -> list[Record]:
-    """The (one-partition) learn log, in order, as the Records a replica learns."""
-    records = [to_learn_record(m) for m in read_topic(bootstrap, topic, expected)]
-    records.sort(key=lambda r: r.offset)
-    return records
+def read_learn_log(bootstrap: str, topic: str) -> list[Record]:
+    """The (one-partition) learn log, in order, as the Records a replica learns (each knows the
+    learn-log message it came in: its `offset`). Called once nothing writes to it any more."""
+    messages = sorted(read_topic(bootstrap, topic, 1), key=lambda m: m.offset() or 0)
+    return [r for m in messages for r in learn_log.decode(to_record(m))[1]]
 
 
 def read_ends(bootstrap: str, topic: str, produced: int) -> tuple[dict[str, int], list[str]]:
@@ -623,7 +624,9 @@ def audit_replica(
     next_origin: dict[str, int] = {}
     learned_per_origin: Counter[str] = Counter()
     learned_per_user: Counter[str] = Counter()
-    for record in records[:position]:
+    for record in records:
+        if record.offset >= position:
+            break
         if coverage[record.offset] == 0 or record.origin_offset < next_origin.get(
             record.origin, -1
         ):
@@ -783,7 +786,7 @@ def run_instances(
         seconds = max(done) - started
         say(f"N={n}: every replica learned every event {seconds:.1f} s after the first produce")
         stopped, problems = stop_all(instances)
-    records = read_learn_log(bootstrap, topics.learn_log, total)
+    records = read_learn_log(bootstrap, topics.learn_log)
     ends, read_problems = read_ends(bootstrap, topics.events, total)
     forwarded = first_forwarded(records)
     summaries = [stopped[i.name] for i in instances]
@@ -1005,7 +1008,7 @@ def run_moves(bootstrap: str, events: Events, options: Options, workdir: Path) -
         say("moves: all three replicas caught up; stopping")
         summaries, stop_problems = stop_all(live)
         problems.extend(stop_problems)
-    records = read_learn_log(bootstrap, topics.learn_log, total)
+    records = read_learn_log(bootstrap, topics.learn_log)
     ends, read_problems = read_ends(bootstrap, topics.events, total)
     replicas = sorted({(i.name, i.state_dir) for i in started})
     audit = audit_run(

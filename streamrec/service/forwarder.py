@@ -59,7 +59,6 @@ class Forwarder:
         self.metrics = metrics
         self.producer = Producer(producer_config(kafka))
         self.instance_id = instance_id  # named in every message: its replica publishes those
-        self.forwarded = 0
         self.error: BaseException | None = None
         self._undelivered: list[str] = []
         self._stop = threading.Event()
@@ -120,7 +119,6 @@ class Forwarder:
                         learn_log.encode([_capped(r) for r in batch], self.instance_id),
                         on_delivery=self._delivered,
                     )
-                self.forwarded += len(records)
                 if self.metrics is not None and records:
                     self.metrics.forwarded_records_total.inc(len(records))
                 self.producer.poll(0)

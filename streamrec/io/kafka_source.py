@@ -109,6 +109,7 @@ class KafkaSource:
         )
 
     def close(self) -> None:
+        self.partitions.closing = True
         try:
             self.consumer.close()  # leaves the group now: partitions move without a timeout
         except (KafkaException, RuntimeError) as exc:

@@ -114,6 +114,7 @@ class Partitions:
         # logical offset librdkafka resolves). The source moves them as records arrive.
         self.positions: dict[TP, int | None] = {}
         self.rebalances = 0  # callbacks so far (the idle clock restarts at each)
+        self.closing = False  # set by KafkaSource.close(): leaving the group
         self.paused = False
         self._paused_keys: set[TP] = set()
         self._suspect: dict[TP, int] = {}  # statistics reports in a row showing a reset
@@ -170,6 +171,15 @@ class Partitions:
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._count_rebalance("assign")
+        if self.closing:
+            # A last rebalance served by consumer.close(), another member having left: take
+            # nothing (the next owner starts at what is committed). Asking the group for
+            # offsets now can only time out, and would hold the shutdown for it.
+            if self.incremental:
+                consumer.incremental_assign(partitions)
+            else:
+                consumer.assign(partitions)
+            return
         keys = [(tp.topic, tp.partition) for tp in partitions]
         committed = self._committed(keys) if keys else {}
         self._check_topic_ids({t for t, _ in keys}, keys)

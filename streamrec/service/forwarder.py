@@ -85,7 +85,10 @@ class Forwarder:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout_s)
-        self.source.close()  # leaves the group: the next owner starts at what was committed
+        try:
+            self.source.close()  # leaves the group: the next owner starts at what was committed
+        except StreamrecError as exc:  # what was forwarded is committed or forwarded again
+            log.warning("leaving the events' group: %s", exc)
         self.producer.flush(5.0)
 
     def check_learn_log(self, timeout_s: float) -> None:

@@ -24,6 +24,7 @@ from kafka_helpers import (
     make_events,
     produce,
     read_topic,
+    wait_for,
 )
 
 from streamrec import service
@@ -91,13 +92,6 @@ def end_offsets(bootstrap: str, topic: str, n: int) -> dict[str, int]:
     return ends
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def test_two_instances_hold_one_model_and_split_the_publishing(
     kafka_bootstrap: str, unique_topic: Callable[..., str], tmp_path: Path
 ) -> None:
@@ -107,9 +101,9 @@ def test_two_instances_hold_one_model_and_split_the_publishing(
     produce(kafka_bootstrap, topic, values[: total // 2])
     a = Instance(settings(kafka_bootstrap, topic, log_topic, tmp_path / "a"))
     b = Instance(settings(kafka_bootstrap, topic, log_topic, tmp_path / "b"))
-    wait_until(lambda: a.now().assigned > 0 < b.now().assigned, 30, "both replicas to start")
+    wait_for(lambda: a.now().assigned > 0 < b.now().assigned, 30, "both replicas to start")
     produce(kafka_bootstrap, topic, values[total // 2 :])
-    wait_until(
+    wait_for(
         lambda: a.now().events_learned == total and b.now().events_learned == total,
         90,
         "both replicas to learn every event",

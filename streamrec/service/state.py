@@ -85,7 +85,14 @@ class OffsetLedger:
 class ModelState:
     """The pipeline, the offsets it has learned up to, and the checkpoints that hold both."""
 
-    def __init__(self, settings: Settings, store: CheckpointStore, metrics: Any = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: CheckpointStore,
+        metrics: Any = None,
+        *,
+        replica: bool = False,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.metrics = metrics
@@ -100,8 +107,7 @@ class ModelState:
         self.reset_topics: set[str] = set()  # logs reset in this run: start at their beginning
         # A replica of a learn log (streamrec.service.forwarder) is alone in its group: what the
         # group committed is its own past, never another instance's work.
-        kafka = settings.kafka
-        self.replica = kafka.learn_log_topic is not None and kafka.topics == [kafka.learn_log_topic]
+        self.replica = replica
         self.restored = False
         self.committed_events = 0  # events_learned of the newest durable checkpoint
         self.last_checkpoint_path: Path | None = None

@@ -60,7 +60,7 @@ class Worker:
         # publishes only what this instance forwarded.
         self.instance_id = instance_id
         self.metrics = metrics
-        self.state = ModelState(settings, store, metrics)
+        self.state = ModelState(settings, store, metrics, replica=instance_id is not None)
         self.committer = Committer(settings.service, self.state, metrics)
         self.watch = BrokerWatch(settings.kafka.bootstrap_servers)
         self.source: KafkaSource | None = None

@@ -45,10 +45,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from streamrec.data.movielens import convert, read_ratings
+    from streamrec.data.movielens import convert, convert_catalog, is_catalog_file, read_ratings
 
     if args.source != "movielens":
         raise StreamrecError(f"unknown source format {args.source!r}; supported: movielens")
+    if is_catalog_file(args.path):
+        n = convert_catalog(args.path, args.out)
+        print(f"wrote {n:,} catalog items to {args.out} (replay --catalog)", file=sys.stderr)
+        return 0
     n = convert(args.path, args.out, as_type=args.as_type, min_rating=args.min_rating)
     print(f"wrote {n:,} {args.as_type} events to {args.out}", file=sys.stderr)
     if args.as_type == "rating":
@@ -65,7 +69,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_schemas(args: argparse.Namespace) -> int:
     import orjson
 
-    from streamrec.contract.events import json_schemas
+    from streamrec.contract.schemas import json_schemas
 
     args.out.mkdir(parents=True, exist_ok=True)
     for name, schema in json_schemas().items():
@@ -87,6 +91,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     settings = settings_from_args(args, model=scale)
     if not args.input.is_file():
         raise StreamrecError(f"event log {args.input} does not exist")
+    if args.catalog is not None and not args.catalog.is_file():
+        raise StreamrecError(f"catalog log {args.catalog} does not exist")
     options = ReplayOptions(
         k=args.k,
         window=args.window,
@@ -95,6 +101,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         dlq_out=args.dlq_out,
         decisions_out=args.decisions_out,
         progress=not args.quiet,
+        catalog=args.catalog,
     )
     report, _ = replay(args.input, settings.model, options)
     if args.report:
@@ -183,7 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("convert", cmd_convert, "convert a public dataset into a time-ordered event log")
     p.add_argument("source", choices=["movielens"])
-    p.add_argument("path", type=Path, help="u.data, ratings.csv or ratings.dat")
+    p.add_argument(
+        "path",
+        type=Path,
+        help="ratings (u.data, ratings.csv, ratings.dat) → events; movies (u.item, movies.csv)"
+        " → catalog records",
+    )
     p.add_argument("--out", type=Path, required=True)
     p.add_argument(
         "--as", dest="as_type", choices=["rating", "click", "purchase"], default="rating"
@@ -198,6 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("replay", cmd_replay, "replay a JSONL event log through the pipeline, test-then-learn")
     p.add_argument("input", type=Path)
     p.add_argument("--report", type=Path, help="write the evaluation report (JSON) here")
+    p.add_argument(
+        "--catalog",
+        type=Path,
+        help="catalog log (JSONL: items, retirements, rules), applied before the first event",
+    )
     p.add_argument("--k", type=int, default=10, help="list length and cut-off for Recall/NDCG")
     p.add_argument("--recs-out", type=Path, help="write every refreshed list here (JSONL)")
     p.add_argument("--dlq-out", type=Path, help="write rejected lines with reasons here (JSONL)")

@@ -19,6 +19,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from streamrec.contract.catalog import Rule
 from streamrec.errors import ConfigError
 
 
@@ -89,6 +90,22 @@ class ModelSettings(_Section):
         " evaluation costs about as much as learning ten events; at 10k events/s, 100 still"
         " scores 100 events a second.",
     )
+    rules: list[Rule] = Field(
+        default_factory=list,
+        description="Business rules applied before each list's top-K is chosen (exclude, boost,"
+        " pin, cap; see schemas/catalog.schema.json). Rules on the catalog stream replace"
+        " configured ones of the same name.",
+    )
+    content_weight: float = Field(
+        0.1,
+        ge=0,
+        le=10,
+        description="With a catalog: weight of content similarity (to the user's recent"
+        " positives) added to the ranker's score, itself scaled to [0, 1] per list; 0: off.",
+    )
+    content_history: int = Field(
+        20, ge=1, description="Recent positives whose content makes a user's profile."
+    )
     seed: int = 42
 
     @model_validator(mode="after")
@@ -116,6 +133,11 @@ class KafkaSettings(_Section):
         "instance forwards the events of the partitions it owns, and from which every instance "
         "learns every event in the same order; each publishes the lists of its own partitions' "
         "users. Unset: each instance learns only the partitions it owns.",
+    )
+    catalog_topic: str | None = Field(
+        None,
+        description="Topic of catalog records (items keyed by item_id, rules by rule:NAME; a "
+        "tombstone retires an item), read with the events. Unset: no catalog.",
     )
     consumer: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="Extra librdkafka consumer options, passed through."

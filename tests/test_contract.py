@@ -20,8 +20,8 @@ from streamrec.contract.events import (
     PurchaseEvent,
     RatingEvent,
     decode_event,
-    json_schemas,
 )
+from streamrec.contract.schemas import json_schemas
 from streamrec.contract.records import DeadLetter, Record
 from streamrec.core.preprocess import Preprocessor
 from streamrec.settings import ModelSettings

@@ -16,8 +16,8 @@ from streamrec.contract.events import (
     PurchaseEvent,
     RatingEvent,
     decode_event,
-    json_schemas,
 )
+from streamrec.contract.schemas import json_schemas
 from streamrec.contract.timestamps import parse_rfc3339
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"

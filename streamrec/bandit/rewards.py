@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from streamrec.bandit.policies import SlotPolicy
+from streamrec.bandit.policies import ARMS, SlotPolicy
 
 __all__ = [
     "Feedback",
@@ -30,6 +30,8 @@ __all__ = [
     "RewardLoop",
     "ShownSlot",
 ]
+
+_POLICY_ARMS = frozenset(ARMS)
 
 
 @dataclass
@@ -239,7 +241,8 @@ class RewardLoop:
             for source, reward, source_prop in zip(
                 p.sources, p.rewards, p.source_propensities, strict=True
             ):
-                update(source, reward / scale, source_prop, p.context)
+                if source in _POLICY_ARMS:  # a pinned slot was a rule's, not the policy's
+                    update(source, reward / scale, source_prop, p.context)
                 if reward:
                     earned[source] = earned.get(source, 0.0) + reward
             if lines is None:

@@ -113,7 +113,7 @@ EVENT_ADAPTER: TypeAdapter[ClickEvent | PurchaseEvent | RatingEvent] = TypeAdapt
 AnyEvent = ClickEvent | PurchaseEvent | RatingEvent
 
 
-Source = Literal["model", "popular", "explore", "new"]
+Source = Literal["model", "popular", "explore", "new", "pinned"]
 
 
 # Recommendations are plain dataclasses, not pydantic models: the pipeline builds ~11 objects per
@@ -390,11 +390,3 @@ def _plain_context(value: object) -> bool:
         elif kind not in _NOT_FLOAT_SCALARS:
             return False
     return True
-
-
-def json_schemas() -> dict[str, dict[str, Any]]:
-    """The JSON Schema files that `schemas/` must contain, by file name."""
-    return {
-        "event.schema.json": EVENT_ADAPTER.json_schema(),
-        "recommendation.schema.json": RECOMMENDATION_ADAPTER.json_schema(),
-    }

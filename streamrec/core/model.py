@@ -23,9 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from streamrec.contract.catalog import AnyCatalogRecord, CatalogItem, RetireItem
 from streamrec.contract.events import AnyEvent, RatingEvent
+from streamrec.core.catalog import Catalog
 from streamrec.learners import make_ranker, make_rating_model
-from streamrec.learners.base import IntArray, ItemRanker, RatingModel
+from streamrec.learners.base import FloatArray, IntArray, ItemRanker, RatingModel
 from streamrec.learners.mf_ranker import MFRanker
 from streamrec.settings import ModelSettings
 
@@ -153,6 +155,8 @@ class RecommenderModel:
             if settings.ranker == "mf"
             else make_ranker(settings.ranker, **settings.ranker_params)
         )
+        # What each item is (titles, categories, availability, content), from the catalog stream.
+        self.catalog = Catalog()
         self.events_learned = 0
         self.last_event_time = 0.0
 
@@ -233,6 +237,34 @@ class RecommenderModel:
         if t > self.last_event_time:  # max(last, t), without the builtin call
             self.last_event_time = t
         return u
+
+    def learn_catalog(self, record: AnyCatalogRecord) -> None:
+        """Apply one catalog record. An item no event named yet is added (first seen at the
+        record's timestamp, else at the stream's latest event time), so it can be shown before
+        its first click; a rule replaces the stream's rule of that name."""
+        if not isinstance(record, CatalogItem | RetireItem):
+            self.catalog.set_rule(record)
+            return
+        index = self.item_index.get(record.item_id)
+        if index is None:
+            first_seen = getattr(record, "timestamp", None)
+            if first_seen is None:
+                first_seen = self.last_event_time
+            index = self._item(record.item_id, first_seen)
+        if isinstance(record, RetireItem):
+            self.catalog.retire(index)
+        else:
+            self.catalog.upsert(index, record)
+
+    def content_scores(self, users: IntArray) -> FloatArray | None:
+        """(len(users) × n_items) content similarity of each item to each user's recent
+        positives, or None when the catalog has no content or content is switched off."""
+        content = self.catalog.content
+        if not len(content) or self.settings.content_weight <= 0.0:
+            return None
+        depth = self.settings.content_history
+        histories = [self.positive_items(int(u))[-depth:] for u in users]
+        return content.scores(histories, self.n_items)
 
     # ---- reading (never creates state) -----------------------------------------------------
 

@@ -68,6 +68,10 @@ class BatchReport:
     model_users: int
     model_items: int
     model_events_learned: int
+    catalog_records: int = 0
+    """Catalog records applied (items, retirements, rules)."""
+    rule_items: dict[tuple[str, str], int] | None = None
+    """Items affected per (rule, effect): filtered, boosted, pinned, capped."""
     published: Published | None = None
     """None from a pipeline used on its own: nothing was published, so no publish figures."""
 

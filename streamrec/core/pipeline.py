@@ -27,13 +27,21 @@ from typing import Any
 
 from streamrec.bandit.policies import SlotPolicy
 from streamrec.bandit.rewards import PendingRewards, RewardLoop
-from streamrec.contract.events import AnyEvent, RatingEvent, Recommendation, RecommendedItem
+from streamrec.contract.catalog import CatalogItem, RetireItem, Rule
+from streamrec.contract.events import (
+    AnyEvent,
+    ContextValue,
+    RatingEvent,
+    Recommendation,
+    RecommendedItem,
+)
 from streamrec.contract.records import DeadLetter, Record
 from streamrec.core.model import RecommenderModel, canonical_digest
 from streamrec.core.observer import NO_OBSERVER, BatchObserver, BatchReport
 from streamrec.core.preprocess import Preprocessor
 from streamrec.core.quality import LiveQuality, LiveScores
 from streamrec.core.recommend import recommend, slot_context
+from streamrec.core.rules import RuleMeter
 from streamrec.errors import CheckpointError
 from streamrec.settings import ModelSettings
 
@@ -41,6 +49,8 @@ __all__ = ["BatchResult", "DeadLetter", "Pipeline", "PipelineState", "Record"]
 
 Observer = Callable[[RecommenderModel, AnyEvent], None]
 """Called with each valid event *before* the model learns it (test-then-learn evaluation)."""
+
+_CATALOG_TYPES = (CatalogItem, RetireItem, Rule)
 
 
 @dataclass
@@ -58,12 +68,13 @@ class BatchResult:
     report: BatchReport | None = None
 
 
-STATE_FORMAT = 6
+STATE_FORMAT = 7
 """Bump when the pickled layout of the model, a learner or the bandit state changes: unpickling
 does not run `__init__`, so an object from an older layout would miss attributes and fail later,
 mid-stream. A mismatch is refused up front instead. Moving a pickled class to another module
 changes the layout too (a pickle names each class by module path): 5 is the learners/, bandit/
-and evaluate/ packages, 6 the core/ package (model, pipeline, preprocess) of issue 17."""
+and evaluate/ packages, 6 the core/ package (model, pipeline, preprocess) of issue 17, 7 the
+model's catalog."""
 
 
 @dataclass
@@ -87,8 +98,11 @@ class Pipeline:
         state: PipelineState | None = None,
         decision_log: bool = False,
         require_key: bool = False,
+        catalog_topic: str | None = None,
     ) -> None:
         self.settings = settings
+        # Records of this topic (or forwarded from it, with a learn log) are catalog records.
+        self.catalog_topic = catalog_topic
         # Where each batch is reported; nobody without metrics, so `process` need not check.
         self.metrics: BatchObserver = metrics if metrics is not None else NO_OBSERVER
         # Kafka records must be keyed by user_id (one user's events stay ordered); a keyless one
@@ -170,14 +184,27 @@ class Pipeline:
         """
         started = time.perf_counter()
         result = BatchResult()
-        dirty: dict[int, None] = {}  # insertion-ordered set: lists come out in arrival order
+        # Users to refresh, in arrival order, with the context of their latest event (rules).
+        dirty: dict[int, dict[str, ContextValue] | None] = {}
         now = time.time()
         consumed: dict[str, int] = {}
         check, learn, observer = self.preprocessor.check, self.model.learn, self.observer
         require_key, rewards = self.require_key, self.rewards
         # Pass 1: decode, validate, dedup (none of it depends on the model).
         events: list[AnyEvent] = []
+        catalog_topic = self.catalog_topic
+        catalog_records = 0
         for record in records:
+            if catalog_topic is not None and _topic(record) == catalog_topic:
+                change = self.preprocessor.check_catalog(record)
+                if change is None:
+                    result.duplicates += 1
+                elif isinstance(change, DeadLetter):
+                    result.dead_letters.append(change)
+                else:
+                    events.append(change)  # type: ignore[arg-type]  # learned in order below
+                    catalog_records += 1
+                continue
             outcome = check(record, now, require_key)
             if outcome is None:
                 result.duplicates += 1
@@ -188,24 +215,34 @@ class Pipeline:
                 if record.timestamp_ms is not None:
                     result.event_timestamps_ms.append(record.timestamp_ms)
         decoded_at = time.perf_counter()
+        sampled = events
+        if catalog_records:
+            sampled = [e for e in events if not isinstance(e, _CATALOG_TYPES)]
         scores = (
-            self.live_quality(self.model, events)  # before learning them
-            if self.live_quality is not None and events
+            self.live_quality(self.model, sampled)  # before learning them
+            if self.live_quality is not None and sampled
             else LiveScores()
         )
         # Pass 2: learn, in order.
+        learn_catalog = self.model.learn_catalog
         for event in events:
+            if catalog_records and isinstance(event, _CATALOG_TYPES):
+                learn_catalog(event)
+                continue
             consumed[event.type] = consumed.get(event.type, 0) + 1
             if not isinstance(event, RatingEvent):
                 rewards.join(event)
             if observer is not None:
                 observer(self.model, event)
-            dirty[learn(event)] = None
+            dirty[learn(event)] = event.context
         result.learned = sum(consumed.values())
         learned_at = time.perf_counter()
         rewards.expire(self.model.last_event_time)
+        meter = RuleMeter()
         if refresh and dirty:
-            result.recommendations = self.refresh(list(dirty), track=True)
+            result.recommendations = self.refresh(
+                list(dirty), track=True, contexts=list(dirty.values()), meter=meter
+            )
         # After the refresh: this batch's lists draw from the policy before it learns what the
         # lists resolved now earned (the order decides every later draw).
         feedback = rewards.settle()
@@ -215,6 +252,8 @@ class Pipeline:
         result.report = BatchReport(
             consumed=consumed,
             learned=result.learned,
+            catalog_records=catalog_records,
+            rule_items=meter.counts,
             duplicates=result.duplicates,
             dead_letters=result.dead_letters,
             recommendations=result.recommendations,
@@ -237,11 +276,19 @@ class Pipeline:
         """Resolve every list still awaiting rewards (end of a replay); their decision lines."""
         return self.rewards.flush()
 
-    def refresh(self, users: Sequence[int], *, track: bool = False) -> list[Recommendation]:
+    def refresh(
+        self,
+        users: Sequence[int],
+        *,
+        track: bool = False,
+        contexts: Sequence[dict[str, ContextValue] | None] | None = None,
+        meter: RuleMeter | None = None,
+    ) -> list[Recommendation]:
         """Fresh top-K messages for these users (indices).
 
         With `track`, each list awaits its rewards (the lists it supersedes resolve at the end
-        of the batch); without it, e.g. when only looking, nothing is tracked.
+        of the batch); without it, e.g. when only looking, nothing is tracked. `contexts`: per
+        user, the request context rules test (`when`); `meter` counts what each rule did.
         """
         model = self.model
         generated_at = datetime.now(UTC)
@@ -249,7 +296,7 @@ class Pipeline:
         messages = []
         item_ids = model.item_ids
         contextual = self.policy.contextual
-        lists = recommend(model, users, self.settings.k, self.policy)
+        lists = recommend(model, users, self.settings.k, self.policy, contexts, meter)
         for user, slots in zip(users, lists, strict=True):
             user_id = model.user_ids[user]
             rec_id = f"{version:x}-{user:x}"
@@ -282,3 +329,8 @@ class Pipeline:
                 )
             )
         return messages
+
+
+def _topic(record: Record) -> str:
+    """The topic a record was first written to (a learn-log record names it in its origin)."""
+    return record.origin.rpartition(":")[0] if record.origin else record.topic

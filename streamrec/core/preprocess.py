@@ -12,6 +12,7 @@ from collections import deque
 
 from pydantic import ValidationError
 
+from streamrec.contract.catalog import AnyCatalogRecord, RetireItem, decode_catalog_record
 from streamrec.contract.events import AnyEvent, RatingEvent, decode_event
 from streamrec.contract.records import MAX_RECORD_BYTES, DeadLetter, Record
 from streamrec.settings import ModelSettings
@@ -104,10 +105,8 @@ class Preprocessor:
         is the time it was forwarded (its timestamp), not this instance's clock.
         """
         if record.origin:
-            expected = self._origins.get(record.origin, -1)
-            if record.origin_offset < expected:
+            if self._replayed(record):
                 return None
-            self._origins[record.origin] = record.origin_offset + 1
             if record.timestamp_ms is not None:
                 now = record.timestamp_ms / 1000.0
         value = record.value
@@ -148,6 +147,39 @@ class Preprocessor:
             if len(recent_ids) > self._dedup_window:
                 recent.discard(recent_ids.popleft())
         return event
+
+    def _replayed(self, record: Record) -> bool:
+        """A learn-log record whose origin offset was learned already; else note it learned."""
+        if record.origin_offset < self._origins.get(record.origin, -1):
+            return True
+        self._origins[record.origin] = record.origin_offset + 1
+        return False
+
+    def check_catalog(self, record: Record) -> AnyCatalogRecord | DeadLetter | None:
+        """A catalog record, a DeadLetter, or None for a learn-log duplicate. A tombstone (a key
+        and no value) retires the item its key names."""
+        if record.origin and self._replayed(record):
+            return None
+        value = record.value
+        if not value:
+            if not record.key:
+                return DeadLetter(record, "empty_value", "catalog record has neither value nor key")
+            key = record.key.decode(errors="replace")
+            try:
+                return RetireItem(type="retire", item_id=key)
+            except ValidationError as exc:
+                return DeadLetter(record, "invalid_catalog", f"tombstone key: {_describe(exc)[1]}")
+        if len(value) > MAX_RECORD_BYTES:
+            return DeadLetter(
+                record, "oversize", f"record is {len(value)} bytes, over {MAX_RECORD_BYTES}"
+            )
+        try:
+            return decode_catalog_record(value)
+        except ValidationError as exc:
+            reason, error = _describe(exc)
+            if reason == "invalid_event":
+                reason = "invalid_catalog"
+            return DeadLetter(record, reason, error)
 
     def _guard(self, event: AnyEvent, now: float) -> tuple[str, str] | None:
         """What is wrong with a decoded event's rating or timestamp, or None; `check` inlines the

@@ -35,6 +35,7 @@ class ReplayOptions:
     dlq_out: Path | None = None
     decisions_out: Path | None = None
     progress: bool = True
+    catalog: Path | None = None  # a catalog log, applied whole before the first event
 
 
 def replay(
@@ -44,7 +45,10 @@ def replay(
     settings = settings.model_copy(update={"k": options.k})
     evaluator = PrequentialEvaluator(k=options.k, window=options.window)
     pipeline = Pipeline(
-        settings, observer=evaluator, decision_log=options.decisions_out is not None
+        settings,
+        observer=evaluator,
+        decision_log=options.decisions_out is not None,
+        catalog_topic=None if options.catalog is None else str(options.catalog),
     )
     records = invalid = duplicates = published = 0
     invalid_by_reason: dict[str, int] = {}
@@ -67,6 +71,16 @@ def replay(
         ) as progress,
     ):
         task = progress.add_task("replay", total=total_bytes, events=0, rate=0.0)
+        catalog_records = 0
+        if options.catalog is not None:
+            with FileSource(options.catalog) as catalog:
+                for batch in _batches(catalog, options.batch_size):
+                    result = pipeline.process(batch, refresh=False)
+                    _hand_on(result, sink, decisions)
+                    catalog_records += len(batch) - len(result.dead_letters)
+                    invalid += len(result.dead_letters)
+                    for dead in result.dead_letters:
+                        invalid_by_reason[dead.reason] = invalid_by_reason.get(dead.reason, 0) + 1
         consumed_bytes = 0
         for batch in _batches(source, options.batch_size):
             result = pipeline.process(batch)
@@ -91,6 +105,7 @@ def replay(
     report: dict[str, Any] = {
         "input": str(path),
         "events": records,
+        "catalog_records": catalog_records,
         "learned": pipeline.events_learned,
         "invalid": invalid,
         "invalid_by_reason": invalid_by_reason,

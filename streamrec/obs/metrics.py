@@ -61,7 +61,7 @@ STAGES = ("decode", "learn", "refresh", "publish", "checkpoint", "total")
 
 REBALANCE_KINDS = ("assign", "revoke", "lost")
 ROLLBACK_CAUSES = ("delivery_failed", "producer_fatal", "producer_stalled", "partitions_lost")
-RECOMMENDATION_SOURCES = ("model", "popular", "explore", "new")
+RECOMMENDATION_SOURCES = ("model", "popular", "explore", "new", "pinned")
 
 # 0.1 ms .. 10 s: a batch stage ranges from a cheap decode of a few records to a checkpoint of a
 # large model; roughly 2.5x steps keep histogram_quantile's interpolation error modest.
@@ -165,6 +165,19 @@ class Metrics:
             "streamrec_events_committed",
             "Events whose learning is in a durable checkpoint with committed offsets: across "
             "restarts its increase is exactly the events learned once.",
+            registry=r,
+        )
+        self.catalog_records_total = Counter(
+            "streamrec_catalog_records",
+            "Catalog records applied: items described or retired, rules set or removed.",
+            registry=r,
+        )
+        self.rule_items_total = Counter(
+            "streamrec_rule_items",
+            "Items affected by each business rule, by effect: filtered (kept out of the "
+            "candidates a list is chosen from), boosted (shown with a boosted score), pinned, "
+            "capped (skipped: their category was full). Rule 'unavailable' is built in.",
+            ["rule", "effect"],
             registry=r,
         )
         self.dead_letters_total = Counter(
@@ -432,6 +445,10 @@ class Metrics:
         if report.duplicates:
             self.duplicates_total.inc(report.duplicates)
         self.events_learned_total.inc(report.learned)
+        if report.catalog_records:
+            self.catalog_records_total.inc(report.catalog_records)
+        for (rule, effect), n in (report.rule_items or {}).items():
+            self.rule_items_total.labels(rule=rule, effect=effect).inc(n)
         for predicted, actual in report.rating_predictions:
             self.record_rating_prediction(predicted, actual)
         for hit in report.top_k_hits:

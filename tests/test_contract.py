@@ -21,8 +21,8 @@ from streamrec.contract.events import (
     RatingEvent,
     decode_event,
 )
-from streamrec.contract.schemas import json_schemas
 from streamrec.contract.records import DeadLetter, Record
+from streamrec.contract.schemas import json_schemas
 from streamrec.core.preprocess import Preprocessor
 from streamrec.settings import ModelSettings
 

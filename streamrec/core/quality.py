@@ -9,6 +9,8 @@ learns it, so each prediction is honest (the model has never seen that event).
   (= Recall@K with one held-out item), NDCG@K.
 
 Totals cover the whole stream; `series` holds the same metrics per window of `window` events.
+`cold_recall_at_k` is the hit rate of the positives whose item had at most `COLD_INTERACTIONS`
+earlier events: how well brand-new items find their users (what content features are for).
 """
 
 from __future__ import annotations
@@ -65,6 +67,10 @@ def hit_position(model: RecommenderModel, event: AnyEvent, shown: IntArray) -> i
     return int(found[0]) if len(found) else None
 
 
+COLD_INTERACTIONS = 5
+"""An item with at most this many earlier events (of any type) counts as cold."""
+
+
 @dataclass
 class _Totals:
     events: int = 0
@@ -74,6 +80,8 @@ class _Totals:
     positives: int = 0
     hits: int = 0
     dcg: float = 0.0
+    cold_positives: int = 0
+    cold_hits: int = 0
 
     def summary(self, k: int) -> dict[str, Any]:
         return {
@@ -81,8 +89,12 @@ class _Totals:
             "mae": self.absolute_error / self.ratings if self.ratings else None,
             "recall_at_k": self.hits / self.positives if self.positives else None,
             "ndcg_at_k": self.dcg / self.positives if self.positives else None,
+            "cold_recall_at_k": (
+                self.cold_hits / self.cold_positives if self.cold_positives else None
+            ),
             "evaluated_ratings": self.ratings,
             "evaluated_positive": self.positives,
+            "evaluated_cold_positive": self.cold_positives,
             "k": k,
         }
 
@@ -97,6 +109,7 @@ class PrequentialEvaluator:
     recommended_items: set[int] = field(default_factory=set)
     _window_started: float = field(default_factory=time.perf_counter)
     _popular_cache: PopularCache = field(default_factory=lambda: PopularCache())
+    _item_events: dict[str, int] = field(default_factory=dict)
 
     def __call__(self, model: RecommenderModel, event: AnyEvent) -> None:
         for totals in (self.total, self.current):
@@ -107,15 +120,20 @@ class PrequentialEvaluator:
                 totals.ratings += 1
                 totals.squared_error += error * error
                 totals.absolute_error += abs(error)
+        earlier = self._item_events.get(event.item_id, 0)
+        self._item_events[event.item_id] = earlier + 1
         if model.positive_weight(event) > 0.0:
             shown = self._popular_cache.shown_if_evaluable(model, event, self.k)
             if shown is not None:
                 self.recommended_items.update(shown.tolist())
                 position = hit_position(model, event, shown)
+                cold = earlier <= COLD_INTERACTIONS
                 for totals in (self.total, self.current):
                     totals.positives += 1
+                    totals.cold_positives += cold
                     if position is not None:
                         totals.hits += 1
+                        totals.cold_hits += cold
                         totals.dcg += 1.0 / math.log2(position + 2)
         if self.current.events >= self.window:
             self.close_window()

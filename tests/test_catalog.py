@@ -345,3 +345,15 @@ def test_convert_reads_ml100k_u_item_and_movielens_movies_csv(tmp_path: Path) ->
     assert "categories" not in second
     for line in out.read_bytes().splitlines():
         decode_catalog_record(line)  # every converted record is valid
+
+
+def test_evaluation_lists_keep_k_items_under_a_cap_rule() -> None:
+    """A cap rule makes the list builder ask for 3k model picks; the evaluated top-K must still
+    be K long (a longer one once doubled Recall@10)."""
+    from streamrec.core.recommend import popular_order, top_items
+
+    pipeline = world(rules=[{"name": "c", "action": "cap", "limit": 1}])
+    model = pipeline.model
+    users = list(range(model.n_users))
+    for shown in top_items(model, users, 1, popular_order(model, 10)):
+        assert len(shown) <= 1

@@ -98,7 +98,7 @@ def top_items(
     excluded = set(rules[0].excluded.tolist()) if rules and len(rules[0].excluded) else set()
     shown = []
     for user, (best, _) in zip(users, _model_picks(model, users, k, rules), strict=True):
-        picked = best.tolist()
+        picked = best[:k].tolist()  # a cap rule asks for deeper picks; caps do not apply here
         blocked = set(model.seen[user]).union(picked, excluded)
         shown.append(np.array(picked + _fill(blocked, fill, k - len(picked)), dtype=np.int64))
     return shown

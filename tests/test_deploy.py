@@ -177,6 +177,8 @@ def test_dashboard_covers_what_operators_look_at() -> None:
         "streamrec_log_resets_total",
         "streamrec_produce_errors_total",
         "streamrec_forwarded_records_total",
+        "streamrec_rule_items_total",
+        "streamrec_catalog_records_total",
     ):
         assert metric in text, f"no panel shows {metric}"
     assert "histogram_quantile(0.99" in text

@@ -93,6 +93,7 @@ def topk_rows(
 
     from streamrec.bandit.policies import SlotPolicy
     from streamrec.core.recommend import DENSE_BLOCK_USERS, _model_picks, recommend
+    from streamrec.core.rules import NO_RULES
 
     rows: list[Row] = []
     smallest: Row | None = None
@@ -102,7 +103,11 @@ def topk_rows(
         users = [model.user_index[f"u{u}"] for u in range(n_users) if f"u{u}" in model.user_index]
         policy = SlotPolicy(model.settings.exploration, seed=0)
         full = _users_per_second(partial(recommend, model, k=K, policy=policy), users, min_seconds)
-        kernel = _users_per_second(partial(_model_picks, model, k=K), users, min_seconds)
+        kernel = _users_per_second(
+            lambda block, m=model: _model_picks(m, block, K, [NO_RULES] * len(block)),
+            users,
+            min_seconds,
+        )
         row = Row(
             f"topk_{n_items}",
             f"top-{K} refresh, {n_items:,} items (dense MF, recommend())",

@@ -279,7 +279,7 @@ def recommend(
         position = [0, 0, 0]
         chosen: set[int] = set()
         picks: list[tuple[int, float, Source, float, float]] = []
-        for name, pinned, limit in r.pins:
+        for name, pinned, limit in r.pins:  # usually none
             excluded_now = r.excluded
             taken = 0
             for item in pinned:
@@ -293,6 +293,7 @@ def recommend(
                 taken += 1
             if meter is not None:
                 meter.add(name, "pinned", taken)
+        caps = r.caps
         per_category: dict[tuple[str, str], int] = {}
         while len(picks) < k:
             # Each source's head: its next item neither seen by the user nor chosen already
@@ -305,7 +306,7 @@ def recommend(
                 while i < n and (
                     queue[i] in chosen
                     or (a and queue[i] in seen)
-                    or (r.caps and _capped(r, categories.get(queue[i]), per_category, meter))
+                    or (caps and _capped(r, categories.get(queue[i]), per_category, meter))
                 ):
                     i += 1
                 position[a] = i
@@ -332,7 +333,7 @@ def recommend(
                 score = float(popularity[item])
             picks.append((item, score, arms[pick], min(propensity, 1.0), probs[pick]))
             chosen.add(item)
-            if r.caps:
+            if caps:
                 _count_categories(r, categories.get(item), per_category)
         if meter is not None and r.boosts:
             shown = np.array([item for item, _, arm, _, _ in picks if arm == "model"], np.int64)

@@ -317,7 +317,7 @@ def test_convert_reads_ml100k_u_item_and_movielens_movies_csv(tmp_path: Path) ->
     comedy[5] = comedy[3] = "1"
     u_item.write_bytes(
         ("1|Toy Story (1995)|01-Jan-1995||http://x|" + "|".join(comedy) + "\n").encode("latin-1")
-        + ("2|Café (1994)|01-Jan-1994||http://y|" + "|".join(["1"] + flags[1:]) + "\n").encode(
+        + ("2|Café (1994)|01-Jan-1994||http://y|" + "|".join(["1", *flags[1:]]) + "\n").encode(
             "latin-1"
         )
     )

@@ -473,3 +473,29 @@ def test_text_logs_and_bad_format() -> None:
     assert "hidden" not in stream.getvalue() and "shown" in stream.getvalue()
     with pytest.raises(ValueError, match="log format"):
         configure_logging("xml", "INFO")  # type: ignore[arg-type]
+
+
+def test_catalog_and_rule_effects_are_counted_with_a_bounded_set_of_rule_labels(
+    registry: CollectorRegistry,
+) -> None:
+    from dataclasses import replace
+
+    from streamrec.obs.metrics import MAX_RULE_LABELS
+
+    metrics = Metrics(registry)
+    value = registry.get_sample_value
+    assert value("streamrec_rule_items_total", {"rule": "unavailable", "effect": "filtered"}) == 0
+    effects = {(f"r{n}", "boosted"): 1 for n in range(MAX_RULE_LABELS + 5)}
+    effects[("unavailable", "filtered")] = 7
+    metrics.record_batch(replace(_report(), catalog_records=3, rule_items=effects))
+    assert value("streamrec_catalog_records_total") == 3
+    assert value("streamrec_rule_items_total", {"rule": "unavailable", "effect": "filtered"}) == 7
+    assert value("streamrec_rule_items_total", {"rule": "r0", "effect": "boosted"}) == 1
+    names = {
+        s.labels["rule"]
+        for m in registry.collect()
+        if m.name == "streamrec_rule_items"
+        for s in m.samples
+    }
+    assert len(names - {"other"}) == MAX_RULE_LABELS and "other" in names
+    assert value("streamrec_rule_items_total", {"rule": "other", "effect": "boosted"}) == 6

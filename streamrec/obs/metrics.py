@@ -30,6 +30,7 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.process_collector import ProcessCollector
 
+from streamrec.core.rules import UNAVAILABLE
 from streamrec.obs.collectors import QUALITY_WINDOW, BatchHistogram, RecentWindow
 
 if TYPE_CHECKING:
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
 EVENT_TYPES = ("click", "purchase", "rating", "invalid")
 """Values of the `type` label of `events_consumed_total`: the event types, and `invalid` for a
 record that went to the dead-letter sink (its type may not even be readable)."""
+
+MAX_RULE_LABELS = 100
+"""Distinct business-rule names exported as `rule` label values; further rules count as "other"."""
 
 DEAD_LETTER_REASONS = (
     "missing_key",
@@ -50,6 +54,7 @@ DEAD_LETTER_REASONS = (
     "rating_out_of_range",
     "timestamp_in_future",
     "timestamp_too_old",
+    "invalid_catalog",
 )
 """The reasons `streamrec.core.preprocess` gives, pre-created at zero so `rate()` works before the
 first bad record. The label may take other values, but each must come from a fixed set in code,
@@ -381,6 +386,7 @@ class Metrics:
         self.build_info = Info("streamrec_build", "Versions this process runs.", registry=r)
         self.build_info.info(_build_labels())
 
+        self._rule_labels: set[str] = {UNAVAILABLE}
         self._precreate_children()
         self._evaluated_rating = self.online_evaluated_total.labels(kind="rating")
         self._evaluated_positive = self.online_evaluated_total.labels(kind="positive")
@@ -397,6 +403,8 @@ class Metrics:
             self.dead_letters_total.labels(reason=reason)
         for stage in STAGES:
             self.batch_duration_seconds.labels(stage=stage)
+        # The built-in rule exists with or without a catalog.
+        self.rule_items_total.labels(rule=UNAVAILABLE, effect="filtered")
         for kind in REBALANCE_KINDS:
             self.rebalances_total.labels(kind=kind)
         for cause in ROLLBACK_CAUSES:
@@ -448,7 +456,7 @@ class Metrics:
         if report.catalog_records:
             self.catalog_records_total.inc(report.catalog_records)
         for (rule, effect), n in (report.rule_items or {}).items():
-            self.rule_items_total.labels(rule=rule, effect=effect).inc(n)
+            self.rule_items_total.labels(rule=self._rule_label(rule), effect=effect).inc(n)
         for predicted, actual in report.rating_predictions:
             self.record_rating_prediction(predicted, actual)
         for hit in report.top_k_hits:
@@ -475,6 +483,20 @@ class Metrics:
         self.batch_size_events.observe(published.records)
         stage.labels(stage="publish").observe(published.publish_s)
         stage.labels(stage="total").observe(published.total_s)
+
+    def _rule_label(self, rule: str) -> str:
+        """The rule's name as a label, for the first MAX_RULE_LABELS names; "other" after.
+
+        Rule names come from settings and the catalog stream, not from a fixed set in code, so
+        the number of series they make is bounded here.
+        """
+        labels = self._rule_labels
+        if rule in labels:
+            return rule
+        if len(labels) < MAX_RULE_LABELS:
+            labels.add(rule)
+            return rule
+        return "other"
 
     # -- one commit point --------------------------------------------------------------------
 

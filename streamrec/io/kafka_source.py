@@ -30,7 +30,7 @@ from streamrec.io.partitions import (
     Partitions,
     fmt_offsets,
 )
-from streamrec.settings import Settings
+from streamrec.settings import KafkaSettings, Settings
 
 __all__ = [
     "TP",
@@ -102,7 +102,7 @@ class KafkaSource:
 
     def subscribe(self) -> None:
         self.consumer.subscribe(
-            list(self.kafka.topics),
+            subscribed_topics(self.kafka),
             on_assign=self.partitions.on_assign,
             on_revoke=self.partitions.on_revoke,
             on_lost=self.partitions.on_lost,
@@ -246,3 +246,13 @@ def _next_batch(consumer: Consumer, size: int, timeout_s: float) -> list[Message
     if not first:
         return first
     return first + consumer.consume(size - 1, 0)
+
+
+def subscribed_topics(kafka: KafkaSettings) -> list[str]:
+    """The event topics, and the catalog topic if one is set, unless this consumer reads the
+    learn log: catalog records then arrive through it, forwarded in order with the events."""
+    topics = list(kafka.topics)
+    reads_learn_log = kafka.learn_log_topic is not None and kafka.learn_log_topic in topics
+    if kafka.catalog_topic is not None and not reads_learn_log:
+        topics.append(kafka.catalog_topic)
+    return topics

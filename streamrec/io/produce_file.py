@@ -27,7 +27,9 @@ def produce_file(
     key_field: str = "user_id",
 ) -> int:
     """`streamrec produce`: publish a JSONL event log to `topic`, one message per non-blank line,
-    key = the event's `user_id` (so one user's events stay in order on one partition).
+    key = the event's `user_id` (so one user's events stay in order on one partition). Catalog
+    records (a catalog log, for `kafka.catalog_topic`) are keyed as a compacted topic needs:
+    items and retirements by `item_id`, rules by `rule:<name>`.
 
     Lines that are not JSON objects are sent unchanged without a key: the consumer's dead-letter
     path is what should judge them. `rate` limits messages per second (None = as fast as the
@@ -58,7 +60,7 @@ def produce_file(
             value = line.strip()
             if not value:
                 continue
-            key = _event_key(value, key_field)
+            key = _record_key(value, key_field)
             produce(producer, topic, value, key, on_delivery=on_delivery)
             sent += 1
             if rate:
@@ -77,10 +79,19 @@ def produce_file(
     return delivered
 
 
-def _event_key(value: bytes, key_field: str) -> bytes | None:
+def _record_key(value: bytes, key_field: str) -> bytes | None:
     try:
-        event = orjson.loads(value)
+        record = orjson.loads(value)
     except orjson.JSONDecodeError:
         return None
-    key = event.get(key_field) if isinstance(event, dict) else None
+    if not isinstance(record, dict):
+        return None
+    kind = record.get("type")
+    if kind in ("item", "retire"):
+        key = record.get("item_id")
+    elif kind == "rule":
+        name = record.get("name")
+        key = f"rule:{name}" if isinstance(name, str) and name else None
+    else:
+        key = record.get(key_field)
     return key.encode() if isinstance(key, str) and key else None

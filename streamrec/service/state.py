@@ -114,12 +114,14 @@ class ModelState:
         self._digest: tuple[int, str] | None = None  # (events_learned, digest) last computed
 
     def _new_pipeline(self, state: Any = None) -> Pipeline:
-        require_key = self.settings.kafka.require_key
+        options: dict[str, Any] = {
+            "metrics": self.metrics,
+            "require_key": self.settings.kafka.require_key,
+            "catalog_topic": self.settings.kafka.catalog_topic,
+        }
         if state is None:
-            return Pipeline(self.settings.model, metrics=self.metrics, require_key=require_key)
-        return Pipeline.from_state(
-            self.settings.model, state, metrics=self.metrics, require_key=require_key
-        )
+            return Pipeline(self.settings.model, **options)
+        return Pipeline.from_state(self.settings.model, state, **options)
 
     # -- restore --
 

@@ -231,7 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="default: a free port")
     p.add_argument("--host", default="127.0.0.1")
 
-    p = add("produce", cmd_produce, "publish a JSONL event log to Kafka (key = user_id)")
+    p = add(
+        "produce",
+        cmd_produce,
+        "publish a JSONL event log to Kafka (key = user_id; catalog records: item_id, rule:NAME)",
+    )
     p.add_argument("input", type=Path)
     add_setting_flags(p, "kafka.bootstrap_servers")
     p.add_argument(

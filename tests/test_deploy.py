@@ -415,6 +415,8 @@ def test_kafka_init_creates_the_topics_the_instances_use(tmp_path: Path) -> None
         assert init.topics[topic]["partitions"] >= len(consumers), topic
     assert init.topics[kafka.recommendations_topic]["config"]["cleanup.policy"] == "compact"
     assert kafka.dlq_topic in init.topics
+    catalog = init.topics.get(env["STREAMREC_KAFKA__CATALOG_TOPIC"])
+    assert catalog is not None and catalog["config"]["cleanup.policy"] == "compact"
     assert set(init.stdout.split()) == set(init.topics)  # the closing --list
 
 

@@ -7,6 +7,7 @@ the sizes used here (see the report numbers in the lead's note for larger runs).
 
 from __future__ import annotations
 
+import re
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -211,6 +212,9 @@ def test_demo_runs_against_a_broker_and_reports_the_consumers_metrics(
     # The scrape happened while the consumer ran: the learned counter is in the summary.
     learned = next(line for line in text.splitlines() if "streamrec_events_learned_total" in line)
     assert int(learned.split("│")[2].split()[0].replace(",", "")) > 0
+    # The demo publishes the simulated catalog: the lists it prints give reasons with titles.
+    assert "the list u" in text and "holds now" in text
+    assert re.search(r"because you liked \w+ \w+ \(#\d+\)", text), "no title in a reason"
 
 
 def test_broker_flags_without_the_kafka_transport_are_refused(

@@ -56,7 +56,10 @@ def demo_settings(base: Settings | None = None) -> Settings:
     service = base.service.model_copy(
         update={"metrics_host": "127.0.0.1", "metrics_port": free_port()}
     )
-    return base.model_copy(update={"model": model, "service": service})
+    kafka = base.kafka
+    if kafka.catalog_topic is None:  # the simulated items' titles and genres travel here
+        kafka = kafka.model_copy(update={"catalog_topic": f"{kafka.topics[0]}.catalog"})
+    return base.model_copy(update={"model": model, "service": service, "kafka": kafka})
 
 
 def scrape(url: str, timeout_s: float = 5.0) -> dict[str, float]:
@@ -144,11 +147,27 @@ def run_demo(
         )
         elapsed = time.monotonic() - started
     console.print(summary_table(report))
+    for example in report.examples:
+        console.print(example_table(example))
     console.print(summary(report, scraped, metrics_url, elapsed))
     if report_path is not None:
         write_report(report, report_path)
         console.print(f"report written to {report_path} (plot it: streamrec report {report_path})")
     return 0
+
+
+def example_table(example: dict[str, Any]) -> Table:
+    """One list a simulated user last received: item, source, reason."""
+    table = Table(title=f"the list {example['user_id']} holds now")
+    table.add_column("#", justify="right")
+    table.add_column("item")
+    table.add_column("source")
+    table.add_column("reason")
+    for rank, (item, source, reason) in enumerate(
+        zip(example["items"], example["sources"], example["reasons"], strict=True), start=1
+    ):
+        table.add_row(str(rank), item, source, reason)
+    return table
 
 
 def summary(

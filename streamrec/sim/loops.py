@@ -38,6 +38,10 @@ class Loop(Protocol):
         """
         ...
 
+    def publish_catalog(self, records: list[tuple[bytes, bytes]]) -> None:
+        """Deliver `(key, value)` catalog records before the events that follow."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -46,6 +50,9 @@ class InProcessLoop:
 
     def __init__(self, settings: ModelSettings) -> None:
         self.pipeline = Pipeline(settings)
+
+    def publish_catalog(self, records: list[tuple[bytes, bytes]]) -> None:
+        """In process there is no catalog topic: catalog records are never sent."""
 
     def exchange(self, events: list[tuple[bytes, bytes]], users: set[str]) -> list[ShownList]:
         result = self.pipeline.process([Record(value=value, key=key) for key, value in events])
@@ -86,6 +93,7 @@ class KafkaLoop:
         from streamrec.io.kafka_config import producer_config
 
         self.events_topic = kafka.topics[0]
+        self.catalog_topic = kafka.catalog_topic
         self.sync_timeout_s = sync_timeout_s
         self.check = check or (lambda: None)
         self.timeouts = 0
@@ -108,6 +116,17 @@ class KafkaLoop:
     def _delivered(self, error: Any, _message: Any) -> None:
         if error is not None:
             self.failures.append(str(error))
+
+    def publish_catalog(self, records: list[tuple[bytes, bytes]]) -> None:
+        """Send catalog records to the catalog topic (if one is set) and wait for them, so they
+        are in the broker before the events that name their items."""
+        from streamrec.io.kafka_config import produce
+
+        if self.catalog_topic is None or not records:
+            return
+        for key, value in records:
+            produce(self.producer, self.catalog_topic, value, key, on_delivery=self._delivered)
+        self.producer.flush(30.0)
 
     def exchange(self, events: list[tuple[bytes, bytes]], users: set[str]) -> list[ShownList]:
         from streamrec.io.kafka_config import produce
@@ -184,4 +203,5 @@ def shown_list(rec: Recommendation) -> ShownList:
         rec.rec_id,
         [item.item_id for item in rec.items],
         [item.source for item in rec.items],
+        [item.reason for item in rec.items],
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,8 @@ class SimulationReport:
     series: list[dict[str, Any]]
     options: dict[str, Any]
     consumer: dict[str, Any] | None = None  # Kafka: the consumer's run summary, if we ran it
+    # A few of the last lists users held, with sources and reasons (what the demo prints).
+    examples: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready; top-level `ctr` and friends are the overall rates (what plots compare)."""

@@ -52,12 +52,17 @@ def run_loop(
     received = 0
     started = time.perf_counter()
     window_started, window_events = started, 0
+    loop.publish_catalog([users.catalog_record(item) for item in range(users.available)])
     while users.events_made < options.events:
         users.begin_batch()
         events: list[tuple[bytes, bytes]] = []
         acted: set[str] = set()
+        arrived: list[tuple[bytes, bytes]] = []
         for user in users.visitors(options.batch_visits).tolist():
+            before = users.available
             users.maybe_add_item()
+            if users.available > before:
+                arrived.append(users.catalog_record(before))
             tally = CtrTally()
             made = users.visit(user, tally)
             if made:
@@ -73,6 +78,7 @@ def run_loop(
                 if on_window is not None:
                     on_window(point)
                 window, window_started, window_events = CtrTally(), now, -len(events)
+        loop.publish_catalog(arrived)
         lists = loop.exchange(events, acted)
         window_events += len(events)
         received += len(lists)
@@ -188,7 +194,17 @@ def simulate(
         series=series,
         options=asdict(options),
         consumer=consumer,
+        examples=_examples(users),
     )
+
+
+def _examples(users: Users, n: int = 2) -> list[dict[str, Any]]:
+    """The last `n` full lists users held, as the demo shows them."""
+    full = [shown for shown in users.latest.values() if len(shown.items) == users.k]
+    return [
+        {"user_id": s.user_id, "items": s.items, "sources": s.sources, "reasons": s.reasons}
+        for s in full[-n:]
+    ]
 
 
 @contextmanager
@@ -220,8 +236,10 @@ def kafka_loop(
             bootstrap_servers = broker.bootstrap_servers
         kafka = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap_servers})
         settings = settings.model_copy(update={"kafka": kafka})
+        catalog = [kafka.catalog_topic] if kafka.catalog_topic else []
         create_topics(
-            bootstrap_servers, [*kafka.topics, kafka.recommendations_topic, kafka.dlq_topic]
+            bootstrap_servers,
+            [*kafka.topics, *catalog, kafka.recommendations_topic, kafka.dlq_topic],
         )
         service: ServiceProcess | None = None
         if start_consumer:

@@ -39,6 +39,7 @@ class ShownList:
     rec_id: str
     items: list[str]
     sources: list[str]
+    reasons: list[str] = field(default_factory=list)
 
 
 # ---- statistics -----------------------------------------------------------------------------
@@ -262,6 +263,25 @@ class Users:
         self.events_made += 1
         return user_id.encode(), orjson.dumps(event)
 
+    def catalog_record(self, item: int) -> tuple[bytes, bytes]:
+        """The catalog record of `item`: a title, and as categories the genres of its strongest
+        hidden traits, so "popular in Drama" and content similarity mean what they say."""
+        traits = self.world.item_traits[item]
+        order = np.argsort(-traits)
+        genres = [GENRES[order[0] % len(GENRES)]]
+        if traits[order[1]] > 1.0:
+            genres.append(GENRES[order[1] % len(GENRES)])
+        first = _TITLE_A[item % len(_TITLE_A)]
+        second = _TITLE_B[(item // len(_TITLE_A)) % len(_TITLE_B)]
+        title = f"{first} {second}"
+        record = {
+            "type": "item",
+            "item_id": f"i{item}",
+            "title": f"{title} (#{item})",
+            "categories": genres,
+        }
+        return f"i{item}".encode(), orjson.dumps(record)
+
     def receive(self, lists: Sequence[ShownList]) -> None:
         for shown in lists:
             user = _index(shown.user_id, "u", self.options.users)
@@ -301,6 +321,12 @@ class Users:
             if old:
                 d.shown_within[str(horizon)] = sum(s <= horizon for s in old) / len(old)
         return d
+
+
+GENRES = ("Drama", "Comedy", "Sci-Fi", "Thriller", "Romance", "Documentary")
+"""One genre per hidden taste dimension (the world has `n_tastes` of them, 4 by default)."""
+_TITLE_A = ("Silent", "Golden", "Last", "Hidden", "Broken", "Midnight", "Northern", "Paper")
+_TITLE_B = ("Harbor", "Garden", "Signal", "Orbit", "Letters", "Engine", "Summer", "Crown", "River")
 
 
 def _index(identifier: str, prefix: str, limit: int) -> int | None:
